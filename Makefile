@@ -1,0 +1,49 @@
+# Two commands set everything up from a clean clone: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+export DAGSTER_HOME        ?= $(CURDIR)/.dagster_home
+export ML_LAKEHOUSE_ROOT   ?= $(CURDIR)/.lakehouse
+export WHYLOGS_NO_ANALYTICS := True
+
+.PHONY: install home demo test test-fast ui lint validate bench clean
+
+$(BIN)/.installed: pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+# The project-local Dagster instance: SQLite storage, configured by ./dagster.yaml.
+home:
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+demo: install home
+	$(BIN)/mlp demo
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+test-fast: install
+	$(BIN)/pytest -m "not integration"
+
+# Webserver + daemon on the same instance, so sensors and schedules run.
+ui: install home
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+validate: install home
+	$(BIN)/dagster definitions validate -w workspace.yaml
+
+lint: install
+	$(BIN)/ruff check .
+
+bench: install
+	$(BIN)/python -m benchmarks.run
+
+clean:
+	rm -rf $(DAGSTER_HOME) $(ML_LAKEHOUSE_ROOT)

@@ -1,0 +1,95 @@
+"""Command line: `mlp demo`, `mlp versions`, `mlp rollback`, ... Every command that changes state
+launches a Dagster run against the instance in $DAGSTER_HOME, so it shows in the UI's history."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from ml_assets.usecases import USE_CASES
+
+
+def _platform(log_level: str = "WARNING"):
+    import dagster as dg
+
+    from ml_assets.definitions import defs
+    from ml_assets.runner import Platform
+
+    return Platform(defs, dg.DagsterInstance.get(), log_level=log_level)
+
+
+def _spec(name: str):
+    for spec in USE_CASES:
+        if spec.name == name:
+            return spec
+    raise SystemExit(f"unknown use case {name!r}; known: {[s.name for s in USE_CASES]}")
+
+
+def _registry():
+    from ml_assets.definitions import defs
+
+    return defs.resources["model_registry"]
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ml_assets.demo import run_demo
+
+    return run_demo(_platform(args.log_level), _spec(args.use_case))
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    registry = _registry()
+    production = registry.production(args.use_case) or {}
+    for record in registry.versions(args.use_case):
+        marker = "*" if record["version"] == production.get("version") else " "
+        window = record["training_set"]
+        print(f"{marker} {record['version']}  trained {window['train_start']}..{window['train_end']}  "
+              f"sha256 {record['sha256'][:16]}  run {record['run_id'][:8]}  registered {record['registered_at']}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    result = _platform(args.log_level).rollback(_spec(args.use_case), args.version, args.reason, args.actor)
+    print(f"run {result.run_id}: production -> {args.version}" if result.success else "rollback failed")
+    return 0 if result.success else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")
+    parser = argparse.ArgumentParser(prog="mlp", description=__doc__)
+    parser.add_argument("--use-case", default=USE_CASES[0].name)
+    parser.add_argument("--log-level", default="WARNING")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("demo", help="ingest, train, evaluate, promote and score the demo window").set_defaults(fn=cmd_demo)
+    sub.add_parser("versions", help="list registered model versions (* = production)").set_defaults(fn=cmd_versions)
+    rb = sub.add_parser("rollback", help="pin production to a registered version (a Dagster run)")
+    rb.add_argument("--version", required=True)
+    rb.add_argument("--reason", required=True)
+    rb.add_argument("--actor", default=os.environ.get("USER", "cli"))
+    rb.set_defaults(fn=cmd_rollback)
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+def print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, default=str)
+    print()
+
+
+def timed(label: str, timings: dict[str, float]):
+    class _Timer:
+        def __enter__(self):
+            self.start = time.perf_counter()
+
+        def __exit__(self, *exc):
+            timings[label] = round(time.perf_counter() - self.start, 1)
+
+    return _Timer()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

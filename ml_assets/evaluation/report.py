@@ -1,0 +1,117 @@
+"""Scores the challenger, the champion and the baseline on the same rows and writes the report."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import dagster as dg
+
+from ml_assets.evaluation.metrics import METRICS, binary_metrics, slice_metrics
+from ml_assets.features.compute import LABEL
+from ml_assets.policies import markdown_table
+from ml_assets.registry.gates import decide
+from ml_assets.spec import UseCaseSpec
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from resources.lakehouse import LakehouseResource
+    from resources.model_registry import ModelRegistryResource
+
+
+def evaluate_challenger(spec: UseCaseSpec, frame: pl.DataFrame, version: str, lakehouse: LakehouseResource,
+                        registry: ModelRegistryResource) -> dict[str, Any]:
+    import polars as pl
+    import torch
+
+    ev = spec.evaluation
+    y = torch.from_numpy(frame.get_column(LABEL).cast(float).to_numpy())
+    challenger = registry.load(spec.name, version)
+    scored: dict[str, tuple[torch.Tensor, float]] = {"challenger": (challenger.score(frame), challenger.threshold)}
+    champion_pointer = registry.production(spec.name)
+    champion_version = champion_pointer["version"] if champion_pointer else None
+    if champion_version and champion_version != version:
+        champion = registry.load(spec.name, champion_version)
+        scored["champion"] = (champion.score(frame), champion.threshold)
+    base = frame.get_column(ev.baseline_feature).cast(pl.Float64)
+    base_prob = torch.from_numpy(base.fill_null(base.mean() or 0.0).to_numpy()).float()
+    # The baseline's threshold: the same positive share as the challenger predicts.
+    share = float((scored["challenger"][0] >= challenger.threshold).float().mean())
+    base_threshold = float(torch.quantile(base_prob, 1 - share)) if 0 < share < 1 else 0.5
+    scored["baseline"] = (base_prob, base_threshold)
+
+    overall = {name: binary_metrics(p.float(), y, t, ev.calibration_bins) for name, (p, t) in scored.items()}
+    with_scores = frame.with_columns([pl.Series(f"p_{n}", p.numpy()) for n, (p, _) in scored.items()])
+    slices = {
+        name: [row for col in ev.slices
+               for row in slice_metrics(with_scores, f"p_{name}", LABEL, col, t, ev.calibration_bins,
+                                        ev.min_slice_rows)]
+        for name, (_, t) in scored.items()
+    }
+    reference = "champion" if "champion" in scored else "baseline"
+    decision = decide(spec.promotion, overall["challenger"], overall[reference], reference,
+                      slices["challenger"], slices[reference])
+
+    from ml_assets.evaluation.plots import roc_and_reliability_png
+
+    folder = lakehouse.uri(spec.name, "model_evaluation", version)
+    png = lakehouse.write_bytes(f"{folder}/roc_reliability.png",
+                                roc_and_reliability_png({n: p.float() for n, (p, _) in scored.items()}, y,
+                                                        ev.calibration_bins))
+    report = render_report(spec, version, champion_version, frame, overall, slices, decision, png.uri)
+    report_receipt = lakehouse.write_bytes(f"{folder}/report.md", report.encode())
+    lakehouse.write_json(f"{folder}/metrics.json", {"overall": overall, "slices": slices, "decision": decision})
+
+    ch = overall["challenger"]
+    ref = {
+        "version": version,
+        "champion_version": champion_version,
+        "window": [ev.start, ev.end] if frame.is_empty() else
+        [str(frame.get_column("event_date").min()), str(frame.get_column("event_date").max())],
+        "metrics": overall,
+        "decision": decision,
+        "report_uri": report_receipt.uri,
+    }
+    metadata = {
+        "model_version": version,
+        "reference": reference,
+        "decision": "promote" if decision["promote"] else "refuse",
+        "dagster/row_count": frame.height,
+        **{f"challenger_{m}": ch[m] for m in METRICS},
+        **{f"baseline_{m}": overall["baseline"][m] for m in ("auroc", "average_precision")},
+        "report": dg.MetadataValue.md(report),
+        "report_uri": dg.MetadataValue.path(report_receipt.uri),
+        "plot": dg.MetadataValue.path(png.uri),
+    }
+    if "champion" in overall:
+        metadata["champion_auroc"] = overall["champion"]["auroc"]
+    return {"ref": ref, "metadata": metadata, "decision": decision}
+
+
+def render_report(spec: UseCaseSpec, version: str, champion: str | None, frame: pl.DataFrame,
+                  overall: dict[str, dict[str, float]], slices: dict[str, list[dict[str, Any]]],
+                  decision: dict[str, Any], plot_uri: str) -> str:
+    cols = ["model", "rows", "positive_rate", *METRICS]
+    overall_rows = [{"model": n, **m} for n, m in overall.items()]
+    slice_cols = ["slice", "value", "rows", "auroc", "average_precision", "f1", "brier", "ece"]
+    verdict = "PROMOTE" if decision["promote"] else "REFUSE (champion keeps serving)"
+    lines = [
+        f"# Evaluation of `{version}` ({spec.name})",
+        "",
+        f"Held-out period: {spec.evaluation.start}..{spec.evaluation.end}, {frame.height} labelled events. "
+        f"Champion at evaluation time: `{champion or 'none'}`. Baseline: `{spec.evaluation.baseline_feature}` "
+        "used as the score.",
+        "",
+        "## Overall",
+        markdown_table(overall_rows, cols),
+        "",
+        f"## Promotion decision: {verdict} (reference: {decision['reference']})",
+        *[f"- PASS {r}" for r in decision["passed"]],
+        *[f"- FAIL {r}" for r in decision["failed"]],
+        "",
+        "## Challenger per slice",
+        markdown_table(slices["challenger"], slice_cols),
+        "",
+        f"Plot (ROC and reliability diagram): `{plot_uri}`",
+    ]
+    return "\n".join(lines)

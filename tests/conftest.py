@@ -1,0 +1,63 @@
+"""Shared fixtures: a real temporary Dagster instance and lakehouse, and one materialized graph on a
+few real days of 2013 that the integration tests inspect (built once per session)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")
+
+from ml_assets.definitions import build_definitions  # noqa: E402
+from ml_assets.runner import Platform  # noqa: E402
+from ml_assets.usecases import FLIGHT_DELAY  # noqa: E402
+from resources import build_resources  # noqa: E402
+
+# A short real window: ingest three weeks, train on the first two (last 3 days validate),
+# evaluate and score the third.
+WINDOW = {
+    "ingest": ("2013-01-01", "2013-01-21"),
+    "train": ("2013-01-01", "2013-01-14"),
+    "evaluate": ("2013-01-15", "2013-01-21"),
+}
+
+
+@dataclass
+class Materialized:
+    platform: Platform
+    root: Path
+    runs: dict[str, dg.ExecuteInProcessResult]
+
+    @property
+    def resources(self):
+        return self.platform.defs.resources
+
+
+def make_platform(root: Path, instance: dg.DagsterInstance) -> Platform:
+    defs = build_definitions(build_resources(lakehouse_root=str(root)))
+    return Platform(defs, instance, log_level="ERROR")
+
+
+@pytest.fixture(scope="session")
+def spec():
+    return FLIGHT_DELAY
+
+
+@pytest.fixture(scope="session")
+def materialized(tmp_path_factory) -> Materialized:
+    root = tmp_path_factory.mktemp("lakehouse")
+    with dg.instance_for_test() as instance:
+        platform = make_platform(root, instance)
+        runs = {
+            "ingest": platform.ingest(FLIGHT_DELAY, *WINDOW["ingest"]),
+            "train": platform.train(
+                FLIGHT_DELAY, train_start=WINDOW["train"][0], train_end=WINDOW["train"][1],
+                eval_start=WINDOW["evaluate"][0], eval_end=WINDOW["evaluate"][1],
+            ),
+            "score": platform.score(FLIGHT_DELAY, *WINDOW["evaluate"]),
+        }
+        yield Materialized(platform, root, runs)
