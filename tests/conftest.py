@@ -12,10 +12,10 @@ import pytest
 
 os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")
 
-from ml_assets.definitions import build_definitions  # noqa: E402
-from ml_assets.runner import Platform  # noqa: E402
-from ml_assets.usecases import FLIGHT_DELAY  # noqa: E402
-from resources import build_resources  # noqa: E402
+from ml_assets.definitions import build_definitions
+from ml_assets.runner import Platform
+from ml_assets.usecases import FLIGHT_DELAY
+from resources import build_resources
 
 # A short real window: ingest three weeks, train on the first two (last 3 days validate),
 # evaluate and score the third.
