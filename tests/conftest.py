@@ -17,12 +17,12 @@ from ml_assets.runner import Platform
 from ml_assets.usecases import FLIGHT_DELAY
 from resources import build_resources
 
-# A short real window: ingest three weeks, train on the first two (last 3 days validate),
-# evaluate and score the third.
+# A short real window: ingest five weeks, train on January (its last 7 days validate), evaluate
+# and score the first week of February.
 WINDOW = {
-    "ingest": ("2013-01-01", "2013-01-21"),
-    "train": ("2013-01-01", "2013-01-14"),
-    "evaluate": ("2013-01-15", "2013-01-21"),
+    "ingest": ("2013-01-01", "2013-02-07"),
+    "train": ("2013-01-01", "2013-01-31"),
+    "evaluate": ("2013-02-01", "2013-02-07"),
 }
 
 

@@ -43,7 +43,7 @@ def slice_metrics(frame: pl.DataFrame, prob_col: str, label_col: str, slice_col:
     for (value,), part in frame.group_by([slice_col], maintain_order=True):
         if part.height < min_rows:
             continue
-        prob = torch.from_numpy(part.get_column(prob_col).to_numpy()).float()
-        y = torch.from_numpy(part.get_column(label_col).cast(float).to_numpy())
+        prob = torch.tensor(part.get_column(prob_col).to_numpy(), dtype=torch.float32)
+        y = torch.tensor(part.get_column(label_col).cast(float).to_numpy())
         out.append({"slice": slice_col, "value": str(value)} | binary_metrics(prob, y, threshold, bins))
     return sorted(out, key=lambda r: str(r["value"]))

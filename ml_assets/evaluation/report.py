@@ -25,7 +25,7 @@ def evaluate_challenger(spec: UseCaseSpec, frame: pl.DataFrame, version: str, la
     import torch
 
     ev = spec.evaluation
-    y = torch.from_numpy(frame.get_column(LABEL).cast(float).to_numpy())
+    y = torch.tensor(frame.get_column(LABEL).cast(float).to_numpy())
     challenger = registry.load(spec.name, version)
     scored: dict[str, tuple[torch.Tensor, float]] = {"challenger": (challenger.score(frame), challenger.threshold)}
     champion_pointer = registry.production(spec.name)
@@ -34,7 +34,7 @@ def evaluate_challenger(spec: UseCaseSpec, frame: pl.DataFrame, version: str, la
         champion = registry.load(spec.name, champion_version)
         scored["champion"] = (champion.score(frame), champion.threshold)
     base = frame.get_column(ev.baseline_feature).cast(pl.Float64)
-    base_prob = torch.from_numpy(base.fill_null(base.mean() or 0.0).to_numpy()).float()
+    base_prob = torch.tensor(base.fill_null(base.mean() or 0.0).to_numpy(), dtype=torch.float32)
     # The baseline's threshold: the same positive share as the challenger predicts.
     share = float((scored["challenger"][0] >= challenger.threshold).float().mean())
     base_threshold = float(torch.quantile(base_prob, 1 - share)) if 0 < share < 1 else 0.5

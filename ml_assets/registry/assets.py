@@ -47,7 +47,7 @@ def build_registry_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
             if not reason:
                 raise dg.Failure("a pin/rollback needs a reason (config `reason` or run tag ml/reason)",
                                  allow_retries=False)
-            pointer = model_registry.set_production(spec.name, config.pin_version, run_id=context.run_id,
+            pointer = model_registry.set_production(spec.name, config.pin_version, run_id=context.run.run_id,
                                                     action="rollback", reason=reason, actor=actor)
         else:
             decision = model_evaluation["decision"]
@@ -56,7 +56,7 @@ def build_registry_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
                     f"challenger {model_evaluation['version']} was refused by the promotion gate; "
                     f"the champion keeps serving. Failed: {decision['failed']}", allow_retries=False)
             pointer = model_registry.set_production(
-                spec.name, model_evaluation["version"], run_id=context.run_id, action="promote",
+                spec.name, model_evaluation["version"], run_id=context.run.run_id, action="promote",
                 reason="; ".join(decision["passed"]), actor=actor)
         record = model_registry.get(spec.name, pointer["version"])
         return dg.MaterializeResult(

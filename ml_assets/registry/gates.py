@@ -36,6 +36,9 @@ def decide(
     line = f"rows: {rows} evaluated (minimum {policy.min_rows})"
     (reasons if rows >= policy.min_rows else failed).append(line)
 
+    if reference_name != "champion":  # the first model only has to beat the baseline overall
+        return {"promote": not failed, "reference": reference_name, "passed": reasons, "failed": failed}
+
     ref_by_slice = {(s["slice"], s["value"]): s for s in reference_slices}
     worst = None
     for s in challenger_slices:

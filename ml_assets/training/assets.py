@@ -165,7 +165,7 @@ def train_and_register(context: dg.AssetExecutionContext, spec: UseCaseSpec, tra
         artifact,
         {
             "use_case": spec.name,
-            "run_id": context.run_id,
+            "run_id": context.run.run_id,
             "code_version": context.assets_def.code_versions_by_key[context.asset_key],
             "hyperparameters": asdict(spec.model),
             "features": {"numeric": list(fs.numeric), "categorical": list(fs.categorical)},

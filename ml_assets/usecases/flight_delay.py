@@ -211,5 +211,7 @@ FLIGHT_DELAY = UseCaseSpec(
         slices=("carrier", "origin"),
         baseline_feature="route_rate_28d",
     ),
-    promotion=PromotionSpec(),
+    # Month-to-month shift in the delay rate costs calibration; 0.07 ECE still ranks and
+    # thresholds well. Slices are compared with the champion, not with the baseline.
+    promotion=PromotionSpec(max_calibration_error=0.07),
 )

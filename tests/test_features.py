@@ -1,0 +1,88 @@
+"""The feature function on real days: no leakage, determinism, point-in-time lookups."""
+
+from datetime import date, timedelta
+
+import polars as pl
+import pytest
+
+from ml_assets.features.compute import EVENT_DATE, EVENT_ID, LABEL, compute_features, compute_labels
+from resources.sources import RawSourceResource
+
+DAYS = [date(2013, 3, 1) + timedelta(days=i) for i in range(40)]
+
+
+@pytest.fixture(scope="module")
+def inputs(spec):
+    source = RawSourceResource()
+    events = source.read(spec.source("flights"), spec.embedded_package, DAYS)
+    lookups = {
+        "weather": source.read(spec.source("weather"), spec.embedded_package, DAYS),
+        "planes": source.read(spec.source("planes"), spec.embedded_package),
+    }
+    return events, lookups, compute_labels(spec, events)
+
+
+def _features(spec, inputs, labels=None):
+    events, lookups, default_labels = inputs
+    return compute_features(spec, events, lookups, default_labels if labels is None else labels)
+
+
+def test_changing_labels_on_day_d_changes_no_feature_on_or_before_d(spec, inputs):
+    before = _features(spec, inputs)
+    d = DAYS[20]
+    _, _, labels = inputs
+    flipped = labels.with_columns(
+        pl.when(pl.col(EVENT_DATE) == d).then(~pl.col(LABEL)).otherwise(pl.col(LABEL)).alias(LABEL)
+    )
+    after = _features(spec, inputs, flipped)
+    upto = pl.col(EVENT_DATE) <= d
+    assert before.filter(upto).equals(after.filter(upto))
+    # ... and the change is visible from the first day the label is known: the test can fail.
+    known = d + timedelta(days=spec.label.delay_days)
+    later = pl.col(EVENT_DATE) == known
+    assert not before.filter(later).equals(after.filter(later))
+
+
+def test_future_labels_are_ignored_entirely(spec, inputs):
+    """Handing the function labels from the future (a hidden full-table read) must change nothing."""
+    _, _, labels = inputs
+    first_half = labels.filter(pl.col(EVENT_DATE) < DAYS[20])
+    a = _features(spec, inputs, labels).filter(pl.col(EVENT_DATE) < DAYS[20])
+    b = _features(spec, inputs, first_half).filter(pl.col(EVENT_DATE) < DAYS[20])
+    assert a.equals(b)
+
+
+def test_features_are_deterministic_and_one_row_per_event(spec, inputs):
+    a, b = _features(spec, inputs), _features(spec, inputs)
+    assert a.equals(b)
+    events, _, _ = inputs
+    assert a.height == events.height
+    assert a.get_column(EVENT_ID).n_unique() == a.height
+
+
+def test_no_outcome_column_reaches_the_features(spec, inputs):
+    features = _features(spec, inputs)
+    post_departure = {"dep_time", "dep_delay", "arr_time", "arr_delay", "air_time", LABEL}
+    assert not post_departure & set(features.columns)
+
+
+def test_weather_is_joined_at_the_scheduled_hour(spec, inputs):
+    events, lookups, _ = inputs
+    features = _features(spec, inputs)
+    row = events.row(500, named=True)
+    weather = lookups["weather"].filter(
+        (pl.col("origin") == row["origin"]) & (pl.col("year") == row["year"]) & (pl.col("month") == row["month"])
+        & (pl.col("day") == row["day"]) & (pl.col("hour") == row["hour"])
+    )
+    event_id = "|".join(str(row[c]) for c in spec.event_id_columns)
+    feature_row = features.filter(pl.col(EVENT_ID) == event_id).row(0, named=True)
+    if weather.height:
+        assert feature_row["temp"] == weather.get_column("temp")[0]
+
+
+def test_rolling_rates_are_rates(spec, inputs):
+    features = _features(spec, inputs)
+    for rate in spec.features.rolling_rates:
+        for name in rate.feature_names():
+            values = features.get_column(name).drop_nulls()
+            assert values.len() > 0 and values.min() >= 0 and values.max() <= 1, name
