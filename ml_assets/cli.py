@@ -4,11 +4,8 @@ launches a Dagster run against the instance in $DAGSTER_HOME, so it shows in the
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
-from typing import Any
 
 from ml_assets.usecases import USE_CASES
 
@@ -58,6 +55,18 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0 if result.success else 1
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    platform = _platform(args.log_level)
+    result = platform.reproduce(_spec(args.use_case), args.versions or None)
+    lake = platform.defs.resources["lakehouse"]
+    rows = lake.read_json(lake.uri(args.use_case, "registry", "reproducibility.json"))
+    for row in rows:
+        print(f"{row['version']}: weights {'identical' if row['weights_match'] else 'DIFFERENT'}; training set "
+              f"{'rebuilt identically' if row['training_set_rebuilt_matches'] else 'differs'} {row.get('error', '')}")
+    print(f"reproducibility rate {sum(r['weights_match'] for r in rows) / len(rows):.0%} (run {result.run_id})")
+    return 0 if result.success else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")
     parser = argparse.ArgumentParser(prog="mlp", description=__doc__)
@@ -71,24 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     rb.add_argument("--reason", required=True)
     rb.add_argument("--actor", default=os.environ.get("USER", "cli"))
     rb.set_defaults(fn=cmd_rollback)
+    rp = sub.add_parser("reproduce", help="retrain registered versions from recorded inputs, compare hashes")
+    rp.add_argument("versions", nargs="*")
+    rp.set_defaults(fn=cmd_reproduce)
     args = parser.parse_args(argv)
     return args.fn(args)
-
-
-def print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, default=str)
-    print()
-
-
-def timed(label: str, timings: dict[str, float]):
-    class _Timer:
-        def __enter__(self):
-            self.start = time.perf_counter()
-
-        def __exit__(self, *exc):
-            timings[label] = round(time.perf_counter() - self.start, 1)
-
-    return _Timer()
 
 
 if __name__ == "__main__":

@@ -29,6 +29,17 @@ def demo_window(spec: UseCaseSpec) -> tuple[str, str]:
     return start.isoformat(), end.isoformat()
 
 
+def _outcome(result) -> str:
+    from ml_assets.evaluation.assets import PROMOTION_GATE
+
+    if result.success:
+        return "ok"
+    gate = [e for e in result.get_asset_check_evaluations() if e.check_name == PROMOTION_GATE]
+    if gate and not gate[0].passed:
+        return "challenger refused by the promotion gate; the champion keeps serving"
+    return "FAILED (see the run in the UI)"
+
+
 def run_demo(platform: Platform, spec: UseCaseSpec) -> int:
     from ml_assets.evaluation.assets import PROMOTION_GATE
 
@@ -40,8 +51,7 @@ def run_demo(platform: Platform, spec: UseCaseSpec) -> int:
         start = time.perf_counter()
         result = fn()
         timings[label] = round(time.perf_counter() - start, 1)
-        print(f"  {label:<42} {timings[label]:>6.1f} s  run {result.run_id[:8]}  "
-              f"{'ok' if result.success else 'FAILED (see the UI)'}")
+        print(f"  {label:<50} {timings[label]:>6.1f} s  run {result.run_id[:8]}  {_outcome(result)}")
         return result
 
     print(f"[{spec.name}] demo on {spec.partitions_start}..{score_last}")
@@ -61,6 +71,7 @@ def run_demo(platform: Platform, spec: UseCaseSpec) -> int:
         ),
     )
     step(f"score {score_first}..{score_last} again", lambda: platform.score(spec, score_first, score_last))
+    step("reproduce every registered version", lambda: platform.reproduce(spec))
     total = round(time.perf_counter() - t0, 1)
 
     registry = platform.defs.resources["model_registry"]
@@ -84,7 +95,11 @@ def run_demo(platform: Platform, spec: UseCaseSpec) -> int:
     print(f"Challenger AUROC {evaluation['metrics']['challenger']['auroc']:.4f} "
           f"(baseline {evaluation['metrics']['baseline']['auroc']:.4f}) on {evaluation['window'][0]}.."
           f"{evaluation['window'][1]}")
-    print(f"Production model: {production['version'] if production else 'none'}")
+    reproduced = lakehouse.read_json(lakehouse.uri(spec.name, "registry", "reproducibility.json"))
+    rate = sum(r["weights_match"] for r in reproduced) / len(reproduced)
+    print(f"Reproducibility: {rate:.0%} of {len(reproduced)} versions retrained to identical weights")
+    print(f"Production model: {production['version'] if production else 'none'} "
+          f"(model card: {registry.model_card_uri(spec.name, production['version']) if production else '-'})")
     print(f"Predictions: {lakehouse.uri(spec.name, 'predictions')}")
     print(f"Dagster instance (run history): {os.environ.get('DAGSTER_HOME')}   -> `make ui` to browse it")
     return 0

@@ -23,6 +23,7 @@ class UseCaseJobs:
     train: str
     score: str
     rollback: str
+    reproduce: str
 
 
 def job_names(spec: UseCaseSpec) -> UseCaseJobs:
@@ -31,6 +32,7 @@ def job_names(spec: UseCaseSpec) -> UseCaseJobs:
         train=f"{spec.name}__train_evaluate_promote",
         score=f"{spec.name}__score",
         rollback=f"{spec.name}__rollback",
+        reproduce=f"{spec.name}__reproduce",
     )
 
 
@@ -74,6 +76,12 @@ def build_use_case(spec: UseCaseSpec) -> dg.Definitions:
             selection=dg.AssetSelection.assets(keys.production_model),
             description="Pin production to a registered version: set ops config `pin_version` and `reason`.",
             tags={"use_case": spec.name, "ml/action": "rollback"},
+        ),
+        dg.define_asset_job(
+            names.reproduce,
+            selection=dg.AssetSelection.assets(keys.model_reproducibility),
+            description="Retrain registered versions from their recorded inputs and compare weight hashes.",
+            tags={"use_case": spec.name},
         ),
     ]
     return dg.Definitions(assets=assets, jobs=jobs)

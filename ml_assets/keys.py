@@ -48,6 +48,10 @@ class UseCaseKeys:
         return self._key("production_model")
 
     @property
+    def model_reproducibility(self) -> dg.AssetKey:
+        return self._key("model_reproducibility")
+
+    @property
     def predictions(self) -> dg.AssetKey:
         return self._key("predictions")
 

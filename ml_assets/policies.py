@@ -63,7 +63,9 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None)
 
     def fmt(v: Any) -> str:
         if isinstance(v, float):
-            return "" if v != v else f"{v:.4f}"
+            if v != v:
+                return ""
+            return str(int(v)) if v.is_integer() and abs(v) >= 1 else f"{v:.4f}"
         return "" if v is None else str(v)
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

@@ -53,6 +53,10 @@ class Platform:
     def score(self, spec: UseCaseSpec, first: str, last: str) -> dg.ExecuteInProcessResult:
         return self.run(job_names(spec).score, first=first, last=last)
 
+    def reproduce(self, spec: UseCaseSpec, versions: list[str] | None = None) -> dg.ExecuteInProcessResult:
+        config = {"ops": {f"{spec.name}__model_reproducibility": {"config": {"versions": versions}}}}
+        return self.run(job_names(spec).reproduce, run_config=config)
+
     def rollback(self, spec: UseCaseSpec, version: str, reason: str, actor: str) -> dg.ExecuteInProcessResult:
         config = {"ops": {f"{spec.name}__production_model": {
             "config": {"pin_version": version, "reason": reason, "actor": actor}}}}

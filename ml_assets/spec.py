@@ -169,6 +169,9 @@ class UseCaseSpec:
     training: TrainingSpec
     evaluation: EvaluationSpec
     promotion: PromotionSpec = field(default_factory=PromotionSpec)
+    # For the model card.
+    intended_use: str = ""
+    known_limitations: tuple[str, ...] = ()
 
     # ---- derived facts (one source of truth: computed, never retyped) ----
     def source(self, name: str) -> SourceTableSpec:

@@ -123,6 +123,16 @@ class LakehouseResource(dg.ConfigurableResource):
         receipt = self.write_bytes(uri, buffer.getvalue())
         return WriteReceipt(receipt.uri, receipt.sha256, receipt.size_bytes, rows=frame.height)
 
+    def write_parquet_content_addressed(self, folder_uri: str, frame: pl.DataFrame) -> WriteReceipt:
+        """Immutable snapshot named by its own sha256: never overwritten by a later write."""
+        buffer = io.BytesIO()
+        frame.write_parquet(buffer, compression="zstd", statistics=True)
+        data = buffer.getvalue()
+        uri = f"{folder_uri}/{sha256_bytes(data)[:20]}.parquet"
+        if not self.exists(uri):
+            self.write_bytes(uri, data)
+        return WriteReceipt(uri, sha256_bytes(data), len(data), rows=frame.height)
+
     def read_parquet(self, uri: str, columns: list[str] | None = None) -> pl.DataFrame:
         import polars as pl
 

@@ -78,6 +78,13 @@ class ModelRegistryResource(dg.ConfigurableResource):
         data = self.lakehouse.read_bytes(record["artifact_uri"], expected_sha256=record["sha256"])
         return from_safetensors(data)
 
+    # ---- model cards ---------------------------------------------------------------------------
+    def write_model_card(self, use_case: str, version: str, markdown: str) -> str:
+        return self.lakehouse.write_bytes(self._uri(use_case, "cards", f"{version}.md"), markdown.encode()).uri
+
+    def model_card_uri(self, use_case: str, version: str) -> str:
+        return self._uri(use_case, "cards", f"{version}.md")
+
     # ---- production pointer ------------------------------------------------------------------
     def production(self, use_case: str) -> dict[str, Any] | None:
         uri = self._uri(use_case, "production.json")

@@ -58,7 +58,12 @@ def evaluate_challenger(spec: UseCaseSpec, frame: pl.DataFrame, version: str, la
     png = lakehouse.write_bytes(f"{folder}/roc_reliability.png",
                                 roc_and_reliability_png({n: p.float() for n, (p, _) in scored.items()}, y,
                                                         ev.calibration_bins))
+    shadow = shadow_score(spec, lakehouse, challenger) if champion_version else None
     report = render_report(spec, version, champion_version, frame, overall, slices, decision, png.uri)
+    if shadow:
+        from ml_assets.registry.model_card import shadow_summary
+
+        report += "\n\n## Shadow scoring (latest prediction partitions)\n" + shadow_summary(shadow)
     report_receipt = lakehouse.write_bytes(f"{folder}/report.md", report.encode())
     lakehouse.write_json(f"{folder}/metrics.json", {"overall": overall, "slices": slices, "decision": decision})
 
@@ -70,8 +75,14 @@ def evaluate_challenger(spec: UseCaseSpec, frame: pl.DataFrame, version: str, la
         [str(frame.get_column("event_date").min()), str(frame.get_column("event_date").max())],
         "metrics": overall,
         "decision": decision,
+        "slices": {"challenger": slices["challenger"]},
+        "shadow": shadow,
         "report_uri": report_receipt.uri,
     }
+    from ml_assets.registry.model_card import render_model_card
+
+    card = render_model_card(spec, registry.get(spec.name, version), ref)
+    ref["model_card_uri"] = registry.write_model_card(spec.name, version, card)
     metadata = {
         "model_version": version,
         "reference": reference,
@@ -82,7 +93,10 @@ def evaluate_challenger(spec: UseCaseSpec, frame: pl.DataFrame, version: str, la
         "report": dg.MetadataValue.md(report),
         "report_uri": dg.MetadataValue.path(report_receipt.uri),
         "plot": dg.MetadataValue.path(png.uri),
+        "model_card": dg.MetadataValue.path(ref["model_card_uri"]),
     }
+    if shadow:
+        metadata["shadow_agreement"] = shadow["agreement"]
     if "champion" in overall:
         metadata["champion_auroc"] = overall["champion"]["auroc"]
     return {"ref": ref, "metadata": metadata, "decision": decision}
@@ -115,3 +129,43 @@ def render_report(spec: UseCaseSpec, version: str, champion: str | None, frame: 
         f"Plot (ROC and reliability diagram): `{plot_uri}`",
     ]
     return "\n".join(lines)
+
+
+def shadow_score(spec: UseCaseSpec, lakehouse: LakehouseResource, challenger, days: int = 7) -> dict[str, Any] | None:
+    """Score the latest served prediction partitions with the challenger, beside what was served."""
+    import polars as pl
+
+    from ml_assets.features.compute import EVENT_ID
+
+    folder = lakehouse.uri(spec.name, "predictions")
+    served_days = sorted(u.rsplit("date=", 1)[1].removesuffix(".parquet") for u in lakehouse.list(folder)
+                         if "date=" in u)[-days:]
+    if not served_days:
+        return None
+    served = lakehouse.read_partitions(spec.name, "predictions", served_days)
+    feats = lakehouse.read_partitions(spec.name, "features", served_days, missing_ok=True)
+    joined = feats.join(served.select(EVENT_ID, "probability", "predicted_positive", "model_version"),
+                        on=EVENT_ID, how="inner")
+    if joined.is_empty():
+        return None
+    prob = challenger.score(joined).numpy()
+    joined = joined.with_columns(pl.Series("p_challenger", prob, dtype=pl.Float64)).with_columns(
+        (pl.col("p_challenger") >= challenger.threshold).alias("challenger_positive"))
+    agree = pl.col("challenger_positive") == pl.col("predicted_positive")
+    slice_col = spec.evaluation.slices[0]
+    by_slice = (
+        joined.group_by(slice_col)
+        .agg(pl.len().alias("rows"), (1 - agree.mean()).alias("disagreement"),
+             (pl.col("p_challenger") - pl.col("probability")).abs().mean().alias("mean_abs_diff"))
+        .sort("disagreement", descending=True).head(8)
+    )
+    return {
+        "days": served_days,
+        "rows": joined.height,
+        "served_by": sorted(joined.get_column("model_version").unique().to_list()),
+        "agreement": float(joined.select(agree.mean()).item()),
+        "mean_abs_diff": float(joined.select((pl.col("p_challenger") - pl.col("probability")).abs().mean()).item()),
+        "challenger_only": int(joined.filter(pl.col("challenger_positive") & ~pl.col("predicted_positive")).height),
+        "champion_only": int(joined.filter(~pl.col("challenger_positive") & pl.col("predicted_positive")).height),
+        "by_slice": [{k: (str(v) if k == slice_col else v) for k, v in r.items()} for r in by_slice.to_dicts()],
+    }

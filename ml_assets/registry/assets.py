@@ -7,8 +7,9 @@ from typing import Any
 import dagster as dg
 
 from ml_assets.keys import UseCaseKeys
-from ml_assets.policies import asset_defaults, code_version
+from ml_assets.policies import asset_defaults, code_version, markdown_table
 from ml_assets.spec import UseCaseSpec
+from resources.lakehouse import LakehouseResource
 from resources.model_registry import ModelRegistryResource
 
 ACTOR_TAG = "ml/actor"
@@ -22,6 +23,12 @@ class ProductionModelConfig(dg.Config):
     pin_version: str | None = None
     reason: str | None = None
     actor: str | None = None
+
+
+class ReproduceConfig(dg.Config):
+    """Empty: every registered version. Otherwise the listed versions."""
+
+    versions: list[str] | None = None
 
 
 def build_registry_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
@@ -69,7 +76,37 @@ def build_registry_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
                 "actor": pointer["actor"],
                 "weights_sha256": pointer["sha256"],
                 "data_window": f"{record['training_set']['train_start']}..{record['training_set']['train_end']}",
+                "model_card": dg.MetadataValue.path(model_registry.model_card_uri(spec.name, pointer["version"])),
             },
         )
 
-    return [production_model]
+    @dg.asset(
+        key=keys.model_reproducibility,
+        deps=[keys.candidate_model],
+        description="Retrains registered versions from their recorded training sets and hyperparameters and "
+        "compares weight hashes; also rebuilds each training set from its partitions. Reports the "
+        "reproducibility rate.",
+        kinds={"pytorch"},
+        code_version=code_version(spec, [__name__, "ml_assets.registry.reproduce"], "model"),
+        **asset_defaults(spec, "registry"),
+    )
+    def model_reproducibility(config: ReproduceConfig, model_registry: ModelRegistryResource,
+                              lakehouse: LakehouseResource) -> dg.MaterializeResult:
+        from ml_assets.registry.reproduce import reproduce_all
+
+        rows = reproduce_all(spec, model_registry, lakehouse, config.versions)
+        if not rows:
+            raise dg.Failure("no registered versions to reproduce", allow_retries=False)
+        rate = sum(r["weights_match"] for r in rows) / len(rows)
+        report = lakehouse.write_json(lakehouse.uri(spec.name, "registry", "reproducibility.json"), rows)
+        return dg.MaterializeResult(
+            metadata={
+                "reproducibility_rate": rate,
+                "versions_checked": len(rows),
+                "training_sets_rebuilt_identically": sum(bool(r["training_set_rebuilt_matches"]) for r in rows),
+                "results": dg.MetadataValue.md(markdown_table(rows)),
+                "uri": dg.MetadataValue.path(report.uri),
+            },
+        )
+
+    return [production_model, model_reproducibility]

@@ -11,7 +11,7 @@ from ml_assets import lineage, tables
 from ml_assets.features import compute
 from ml_assets.keys import UseCaseKeys
 from ml_assets.policies import asset_defaults, code_version, markdown_table
-from ml_assets.spec import UseCaseSpec, date_range
+from ml_assets.spec import ModelSpec, UseCaseSpec, date_range
 from resources.lakehouse import LakehouseResource
 from resources.model_registry import ModelRegistryResource
 
@@ -82,8 +82,8 @@ def _training_set(spec: UseCaseSpec) -> dg.AssetsDefinition:
             name: lineage.latest_partition_materializations(context.instance, key, partitions)
             for name, key in (("features", keys.features), ("labels", keys.labels))
         }
-        uri = lakehouse.uri(spec.name, "training_set", f"{window['train_start']}_{window['train_end']}.parquet")
-        receipt = lakehouse.write_parquet(uri, frame)
+        # Content-addressed, so every registered model can be retrained from exactly what it saw.
+        receipt = lakehouse.write_parquet_content_addressed(lakehouse.uri(spec.name, "training_set"), frame)
         counts = dict(frame.group_by("split").len().iter_rows())
         ref = {**window, "uri": receipt.uri, "sha256": receipt.sha256, "rows": frame.height,
                "rows_train": counts.get("train", 0), "rows_validation": counts.get("validation", 0),
@@ -140,11 +140,10 @@ def _candidate_model(spec: UseCaseSpec) -> dg.AssetsDefinition:
     return candidate_model
 
 
-def train_and_register(context: dg.AssetExecutionContext, spec: UseCaseSpec, training_set: dict[str, Any],
-                       lakehouse: LakehouseResource, registry: ModelRegistryResource) -> dict[str, Any]:
-    """Train from a recorded training set (sha256-verified) and register the result."""
+def train_artifact(lakehouse: LakehouseResource, training_set: dict[str, Any], model_spec: ModelSpec,
+                   numeric: tuple[str, ...], categorical: tuple[str, ...], use_case: str):
+    """Train from a recorded training set (sha256-verified): the one path for training and reproduction."""
     import io
-    from dataclasses import asdict
 
     import polars as pl
 
@@ -152,14 +151,21 @@ def train_and_register(context: dg.AssetExecutionContext, spec: UseCaseSpec, tra
 
     data = lakehouse.read_bytes(training_set["uri"], expected_sha256=training_set["sha256"])
     frame = pl.read_parquet(io.BytesIO(data))
-    fs = spec.features
     model = train.train_model(
         frame.filter(pl.col("split") == "train"), frame.filter(pl.col("split") == "validation"),
-        compute.LABEL, fs.numeric, fs.categorical, spec.model,
+        compute.LABEL, numeric, categorical, model_spec,
     )
+    extra = {"use_case": use_case, "training_set_sha256": training_set["sha256"]}
+    return model, train.to_safetensors(model, extra)
+
+
+def train_and_register(context: dg.AssetExecutionContext, spec: UseCaseSpec, training_set: dict[str, Any],
+                       lakehouse: LakehouseResource, registry: ModelRegistryResource) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    fs = spec.features
+    model, artifact = train_artifact(lakehouse, training_set, spec.model, fs.numeric, fs.categorical, spec.name)
     champion = registry.production(spec.name)
-    extra = {"use_case": spec.name, "training_set_sha256": training_set["sha256"]}
-    artifact = train.to_safetensors(model, extra)
     return registry.register(
         spec.name,
         artifact,
@@ -169,7 +175,7 @@ def train_and_register(context: dg.AssetExecutionContext, spec: UseCaseSpec, tra
             "code_version": context.assets_def.code_versions_by_key[context.asset_key],
             "hyperparameters": asdict(spec.model),
             "features": {"numeric": list(fs.numeric), "categorical": list(fs.categorical)},
-            "training_set": {k: v for k, v in training_set.items()},
+            "training_set": dict(training_set),
             "threshold": model.threshold,
             "best_epoch": model.best_epoch,
             "training_curve": model.curve,

@@ -214,4 +214,19 @@ FLIGHT_DELAY = UseCaseSpec(
     # Month-to-month shift in the delay rate costs calibration; 0.07 ECE still ranks and
     # thresholds well. Slices are compared with the champion, not with the baseline.
     promotion=PromotionSpec(max_calibration_error=0.07),
+    intended_use=(
+        "Rank and flag scheduled departures from EWR/JFK/LGA by their risk of arriving 15+ minutes late, "
+        "at scheduled departure time, for operational planning. Not for decisions about individual "
+        "passengers or crews."
+    ),
+    known_limitations=(
+        "Trained on 2013 flights from three New York airports only; other airports, years or carriers are "
+        "out of distribution.",
+        "Cancelled and diverted flights have no arrival delay and are excluded from training and evaluation, "
+        "though they are scored.",
+        "Only origin weather at the scheduled hour is used; destination weather and en-route delays are unknown.",
+        "Rolling delay rates need history: the first days of the data window have none and fall back to the "
+        "overall rate.",
+        "Seasonal drift (winter storms, summer thunderstorms) degrades a model trained on one season.",
+    ),
 )
