@@ -11,7 +11,7 @@ from ml_assets.evaluation.assets import build_evaluation_assets
 from ml_assets.features.assets import build_feature_assets
 from ml_assets.keys import UseCaseKeys
 from ml_assets.predictions.assets import build_prediction_assets
-from ml_assets.raw.assets import build_raw_assets
+from ml_assets.raw.assets import build_raw_assets, quarantine_key
 from ml_assets.registry.assets import build_registry_assets
 from ml_assets.spec import UseCaseSpec
 from ml_assets.training.assets import build_training_assets
@@ -48,6 +48,7 @@ def build_use_case(spec: UseCaseSpec) -> dg.Definitions:
     ]
     names = job_names(spec)
     raw_daily = [keys.raw(t.name) for t in spec.sources if t.partitioned]
+    raw_daily += [quarantine_key(spec, t.name) for t in spec.sources if t.partitioned]
     dims = [keys.raw(t.name) for t in spec.sources if not t.partitioned]
     jobs = [
         dg.define_asset_job(

@@ -43,6 +43,10 @@ class SourceTableSpec:
     date_columns: tuple[str, str, str] | None = None
     primary_key: tuple[str, ...] = ()
     rows_per_partition: tuple[int, int] | None = None  # expected (min, max) rows per day
+    # Rows breaking a row-level rule are quarantined up to this share of a partition; above it the
+    # partition fails and nothing is written.
+    max_quarantine_fraction: float = 0.01
+    known_missing_partitions: tuple[str, ...] = ()  # days the source is known to lack (no row-count rule)
     description: str = ""
 
     def column(self, name: str) -> ColumnSpec:
@@ -94,6 +98,8 @@ class FeatureSpec:
     categorical: tuple[str, ...]  # model inputs, embedded
     # Columns never written raw into a profile (ids, free text): dropped before profiling.
     identifier_columns: tuple[str, ...] = ()
+    max_null_rate: float = 0.4  # per numeric input and partition (feature contract) ...
+    max_null_rates: dict[str, float] = field(default_factory=dict)  # ... unless overridden here
 
     @property
     def model_inputs(self) -> tuple[str, ...]:

@@ -51,6 +51,7 @@ def write_daily(
                 **(extra or {}).get(day.isoformat(), {}),
             },
             partition_key=day.isoformat(),
+            asset_key=key,
         )
     context.log.info(f"{key.to_user_string()}: wrote {len(context.partition_keys)} partition(s), {total} rows")
 

@@ -1,11 +1,12 @@
 """Labels, point-in-time features and their whylogs profiles, one daily partition at a time."""
 
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 import dagster as dg
 
 from ml_assets import tables
+from ml_assets.checks import fail_contract, feature_problems
 from ml_assets.features import compute
 from ml_assets.keys import UseCaseKeys
 from ml_assets.policies import (
@@ -18,6 +19,8 @@ from ml_assets.policies import (
 from ml_assets.raw.assets import read_dimension
 from ml_assets.spec import UseCaseSpec
 from resources.lakehouse import LakehouseResource
+
+FEATURE_CHECK = "feature_contract"
 
 
 def build_feature_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
@@ -75,9 +78,13 @@ def _features(spec: UseCaseSpec) -> dg.AssetsDefinition:
         f"attributes, and label rates over the trailing {spec.features.max_window_days} days of labels "
         "already known (partition mapping on `labels`). The one feature function for training and scoring.",
         kinds={"duckdb", "polars", "parquet"},
+        check_specs=[dg.AssetCheckSpec(FEATURE_CHECK, asset=keys.features, blocking=True,
+                                       description="No infinite values; null share of each numeric feature "
+                                       f"<= {spec.features.max_null_rate:.0%} (rolling rates exempt until "
+                                       "history exists).")],
         **_defaults(spec, ("features", "label", "event_id_columns")),
     )
-    def features(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) -> None:
+    def features(context: dg.AssetExecutionContext, lakehouse: LakehouseResource):
         days = tables.partition_days(context)
         events = tables.read_daily(lakehouse, spec, keys.raw(spec.events_table), days)
         lookups = {}
@@ -89,10 +96,35 @@ def _features(spec: UseCaseSpec) -> dg.AssetsDefinition:
         history = [days[0] + timedelta(days=i) for i in range(start_offset, (days[-1] - days[0]).days + end_offset + 1)]
         labels = tables.read_daily(lakehouse, spec, keys.labels, history)
         frame = compute.compute_features(spec, events, lookups, labels)
+        problems = _feature_problems(spec, frame, days)
+        if problems:
+            fail_contract(context, keys.features, FEATURE_CHECK,
+                          "feature contract broken; nothing was written:\n" + "\n".join(
+                              f"asset {keys.features.to_user_string()}, partition {d}: {p}"
+                              for d, ps in problems.items() for p in ps), problems)
         context.add_asset_metadata({"feature_sql": dg.MetadataValue.md(f"```sql\n{compute.feature_sql(spec)}\n```")})
         tables.write_daily(context, lakehouse, spec, keys.features, frame, compute.EVENT_DATE)
+        return dg.MaterializeResult(check_results=[dg.AssetCheckResult(check_name=FEATURE_CHECK, passed=True)])
 
     return features
+
+
+def _feature_problems(spec: UseCaseSpec, frame, days) -> dict[str, list[str]]:
+    import polars as pl
+
+    first = date.fromisoformat(spec.partitions_start)
+    rates = {n for r in spec.features.rolling_rates for n in r.feature_names()}
+    problems = {}
+    for day in days:
+        exempt = set(rates) if (day - first).days < spec.label.delay_days + 1 else set()
+        for lookup in spec.features.lookups:  # a day the source is known to lack
+            if day.isoformat() in spec.source(lookup.table).known_missing_partitions:
+                exempt |= set(lookup.columns)
+        found = feature_problems(frame.filter(pl.col(compute.EVENT_DATE) == day), list(spec.features.numeric),
+                                 spec.features.max_null_rate, spec.features.max_null_rates, exempt)
+        if found:
+            problems[day.isoformat()] = found
+    return problems
 
 
 def _profiles(spec: UseCaseSpec) -> dg.AssetsDefinition:

@@ -4,6 +4,7 @@
 import dagster as dg
 
 from ml_assets import tables
+from ml_assets.checks import fail_contract, prediction_problems
 from ml_assets.features import compute
 from ml_assets.keys import UseCaseKeys
 from ml_assets.policies import TRANSIENT_RETRY, asset_defaults, code_version, daily_partitions
@@ -14,6 +15,7 @@ from resources.model_registry import ModelRegistryResource
 PREDICTION_ID = "prediction_id"
 MODEL_VERSION = "model_version"
 PROBABILITY = "probability"
+PREDICTION_CHECK = "prediction_contract"
 
 
 def build_prediction_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
@@ -30,10 +32,12 @@ def build_prediction_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         backfill_policy=dg.BackfillPolicy.single_run(),
         retry_policy=TRANSIENT_RETRY,
         code_version=code_version(spec, [__name__, "ml_assets.training.train"], "features"),
+        check_specs=[dg.AssetCheckSpec(PREDICTION_CHECK, asset=keys.predictions, blocking=True,
+                                       description="Probabilities in [0, 1]; exactly one prediction per input row.")],
         **asset_defaults(spec, "predictions"),
     )
     def predictions(context: dg.AssetExecutionContext, lakehouse: LakehouseResource,
-                    model_registry: ModelRegistryResource) -> None:
+                    model_registry: ModelRegistryResource):
         import polars as pl
 
         pointer = model_registry.production(spec.name)
@@ -49,8 +53,14 @@ def build_prediction_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
             pl.lit(version).alias(MODEL_VERSION),
             pl.Series(PROBABILITY, prob, dtype=pl.Float64),
         ).with_columns((pl.col(PROBABILITY) >= model.threshold).alias("predicted_positive"))
+        problems = prediction_problems(out, frame, compute.EVENT_ID, PROBABILITY)
+        if problems:
+            fail_contract(context, keys.predictions, PREDICTION_CHECK,
+                          f"asset {keys.predictions.to_user_string()}: prediction contract broken; nothing was "
+                          "written: " + "; ".join(problems))
         context.add_asset_metadata({MODEL_VERSION: version, "threshold": model.threshold,
                                     "mean_probability": float(prob.mean()) if len(prob) else 0.0})
         tables.write_daily(context, lakehouse, spec, keys.predictions, out, compute.EVENT_DATE)
+        return dg.MaterializeResult(check_results=[dg.AssetCheckResult(check_name=PREDICTION_CHECK, passed=True)])
 
     return [predictions]
