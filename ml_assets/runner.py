@@ -33,9 +33,16 @@ class Platform:
             instance=self.instance, run_config=config, tags=all_tags, raise_on_error=raise_on_error
         )
 
+    @staticmethod
+    def failure_text(result: dg.ExecuteInProcessResult) -> str:
+        """The user-facing error messages of a failed run's steps."""
+        return "\n".join(e.event_specific_data.error.message for e in result.get_step_failure_events()
+                         if e.event_specific_data and e.event_specific_data.error)
+
     # ---- the use case's standard jobs ---------------------------------------------------------
-    def ingest(self, spec: UseCaseSpec, first: str, last: str) -> dg.ExecuteInProcessResult:
-        return self.run(job_names(spec).ingest, first=first, last=last)
+    def ingest(self, spec: UseCaseSpec, first: str, last: str, *, raise_on_error: bool = True,
+               tags: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
+        return self.run(job_names(spec).ingest, first=first, last=last, raise_on_error=raise_on_error, tags=tags)
 
     def train(self, spec: UseCaseSpec, *, train_start: str | None = None, train_end: str | None = None,
               eval_start: str | None = None, eval_end: str | None = None,
@@ -50,8 +57,9 @@ class Platform:
         }
         return self.run(job_names(spec).train, run_config=config, tags=tags, raise_on_error=False)
 
-    def score(self, spec: UseCaseSpec, first: str, last: str) -> dg.ExecuteInProcessResult:
-        return self.run(job_names(spec).score, first=first, last=last)
+    def score(self, spec: UseCaseSpec, first: str, last: str, *, raise_on_error: bool = True,
+              tags: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
+        return self.run(job_names(spec).score, first=first, last=last, raise_on_error=raise_on_error, tags=tags)
 
     def reproduce(self, spec: UseCaseSpec, versions: list[str] | None = None) -> dg.ExecuteInProcessResult:
         config = {"ops": {f"{spec.name}__model_reproducibility": {"config": {"versions": versions}}}}

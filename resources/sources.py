@@ -67,6 +67,16 @@ class RawSourceResource(dg.ConfigurableResource):
             frames.append(conform(_read_file(path), table, path))
         return pl.concat(frames, how="vertical") if frames else pl.DataFrame()
 
+    def location(self, table: SourceTableSpec, package: str, day: date | None = None) -> str:
+        """Where a table's (day's) rows come from, for error messages and metadata."""
+        if self.kind == "package":
+            return os.path.join(package_data_dir(package), table.file)
+        stem = table.name if day is None else f"{table.name}/{day.isoformat()}"
+        try:
+            return self._find(stem)
+        except SourceReadError:
+            return f"{(self.landing_uri or '').rstrip('/')}/{stem}.parquet"
+
     def _find(self, stem: str) -> str:
         from fsspec.core import url_to_fs
 
