@@ -60,6 +60,12 @@ def _daily(spec: UseCaseSpec, table: SourceTableSpec) -> dg.AssetsDefinition:
         pool=f"{spec.name}__raw_{table.name}",
     )
     def raw_daily(context: dg.AssetExecutionContext, lakehouse: LakehouseResource, raw_source: RawSourceResource):
+        # Two runs of the same day are serialized: read, validate and write happen as one unit.
+        with lakehouse.partition_lock(spec.name, key.path[-1], list(context.partition_keys)) as waited:
+            context.log.info(f"partition lock acquired after {waited:.2f} s")
+            yield from _ingest(context, lakehouse, raw_source)
+
+    def _ingest(context: dg.AssetExecutionContext, lakehouse: LakehouseResource, raw_source: RawSourceResource):
         import polars as pl
 
         from resources.sources import partition_date_expr
