@@ -104,21 +104,36 @@ def _on_kubernetes(job: Any, executor: dg.ExecutorDefinition) -> dg.UnresolvedAs
     )
 
 
+def _retarget_sensor(sensor: Any, replaced: dict[str, Any]) -> Any:
+    if not isinstance(sensor, dg.SensorDefinition) or not sensor.has_jobs:
+        return sensor
+    if not any(job.name in replaced for job in sensor.jobs):
+        return sensor
+    return sensor.with_attributes(jobs=[replaced.get(job.name, job) for job in sensor.jobs])
+
+
+def _retarget_schedule(schedule: Any, replaced: dict[str, Any]) -> Any:
+    if isinstance(schedule, dg.ScheduleDefinition) and schedule.has_job and schedule.job.name in replaced:
+        return schedule.with_updated_job(replaced[schedule.job.name])
+    return schedule
+
+
 def build_k8s_definitions(gpus: int | None = None) -> dg.Definitions:
     gpus = gpus_from_env() if gpus is None else gpus
     base = build_definitions()
     executor = k8s_job_executor.configured(executor_config(gpus), name="k8s_step_pods")
     wanted = set(training_jobs())
-    jobs = [_on_kubernetes(job, executor) if job.name in wanted else job for job in base.jobs or []]
-    missing = wanted - {job.name for job in jobs}
+    replaced = {job.name: _on_kubernetes(job, executor) for job in base.jobs or [] if job.name in wanted}
+    missing = wanted - set(replaced)
     if missing:
         raise ValueError(f"training jobs not defined by ml_assets: {sorted(missing)}")
     return dg.Definitions(
         assets=base.assets,
         asset_checks=base.asset_checks,
-        schedules=base.schedules,
-        sensors=base.sensors,
-        jobs=jobs,
+        # Sensors and schedules that target a training job must request the Kubernetes version of it.
+        schedules=[_retarget_schedule(s, replaced) for s in base.schedules or []],
+        sensors=[_retarget_sensor(s, replaced) for s in base.sensors or []],
+        jobs=[replaced.get(job.name, job) for job in base.jobs or []],
         resources=base.resources,
         executor=base.executor,
         loggers=base.loggers,
