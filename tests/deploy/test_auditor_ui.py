@@ -122,7 +122,10 @@ def test_nginx_auth_proxy_requires_login_and_refuses_graphql_get(auditor_url, tm
         server_block = server_block.replace("${" + name + "}", value)
     (tmp_path / "conf.d").mkdir()
     (tmp_path / "conf.d" / "auditor.conf").write_text(server_block)
+    # Workers must read the htpasswd file in pytest's private tmp folder: run them as this user.
+    user = "user root;" if os.geteuid() == 0 else ""
     (tmp_path / "nginx.conf").write_text(f"""
+{user}
 worker_processes 1;
 error_log {tmp_path}/error.log warn;
 pid {tmp_path}/nginx.pid;

@@ -1,0 +1,105 @@
+"""A real browser on the auditor UI: headless Chromium (Debian's chromium + chromium-driver, driven by selenium)
+opens the read-only webserver, the training group's lineage, the production model's lineage and its event
+history, checks the asset names and the promoting run are shown, and saves screenshots
+(deploy/screenshots/, ignored by git, and the test's tmp folder)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.conftest import DEPLOY
+
+pytestmark = pytest.mark.postgres
+
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--window-size=1600,1000"]
+
+
+def browser_binaries() -> tuple[str, str]:
+    def find():
+        return shutil.which("chromium"), shutil.which("chromedriver")
+
+    chromium, driver = find()
+    if not (chromium and driver):
+        done = subprocess.run(["bash", str(DEPLOY / "scripts" / "ensure-test-tools.sh")], capture_output=True,
+                              text=True, timeout=900)
+        chromium, driver = find()
+        if not (chromium and driver):
+            pytest.skip("chromium/chromedriver could not be installed here (deploy/scripts/ensure-test-tools.sh):\n"
+                        f"{done.stdout[-1500:]}{done.stderr[-1500:]}")
+    return chromium, driver
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, driver = browser_binaries()
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in [*FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"]:
+        options.add_argument(flag)
+    session = webdriver.Chrome(service=Service(driver), options=options)
+    session.set_page_load_timeout(60)
+    try:
+        yield session
+    finally:
+        session.quit()
+
+
+def show(browser, url: str, expected: list[str], timeout: float = 60) -> str:
+    """Open `url` and wait until every expected text is visible and nothing is still loading."""
+    browser.get(url)
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        text = browser.find_element("tag name", "body").text
+        if all(e in text for e in expected) and "Loading" not in text:
+            dismiss_welcome_dialog(browser)
+            time.sleep(0.5)  # let the graph finish laying out before the screenshot
+            return browser.find_element("tag name", "body").text
+        time.sleep(0.5)
+    missing = [e for e in expected if e not in text]
+    raise AssertionError(f"{url}: {missing} not shown after {timeout} s; page text:\n{text[:2000]}")
+
+
+def dismiss_welcome_dialog(browser) -> None:
+    """The UI greets a new browser profile with a community dialog over the page: skip it."""
+    for button in browser.find_elements("xpath", "//div[@role='dialog']//button[normalize-space()='Skip']"):
+        button.click()
+        time.sleep(0.3)
+
+
+def screenshot(browser, name: str, tmp_path: Path) -> Path:
+    folder = DEPLOY / "screenshots"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{name}.png"
+    assert browser.save_screenshot(str(path))
+    shutil.copy(path, tmp_path / path.name)
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000  # a rendered page, not a blank one
+    return path
+
+
+def test_auditor_sees_lineage_and_model_history_in_a_real_browser(browser, auditor_url, history, tmp_path):
+    text = show(browser, f"{auditor_url}/locations/ml-platform/asset-groups/training/lineage",
+                ["training_set", "candidate_model"])
+    assert "Materialized" in text
+    screenshot(browser, "training-lineage", tmp_path)
+
+    text = show(browser, f"{auditor_url}/assets/flight_delay/production_model?view=lineage",
+                ["production_model", "model_evaluation", "predictions"])
+    screenshot(browser, "production-model-lineage", tmp_path)
+
+    promoted = history["runs"]["train"][:8]
+    text = show(browser, f"{auditor_url}/assets/flight_delay/production_model?view=events",
+                ["production_model", f"Materialized in run {promoted}", "model_version"])
+    assert "promote" in text
+    screenshot(browser, "production-model-history", tmp_path)
