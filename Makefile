@@ -7,7 +7,7 @@ export DAGSTER_HOME        ?= $(CURDIR)/.dagster_home
 export ML_LAKEHOUSE_ROOT   ?= $(CURDIR)/.lakehouse
 export WHYLOGS_NO_ANALYTICS := True
 
-.PHONY: install home demo test test-fast ui lint validate bench clean
+.PHONY: install home demo test test-fast ui lint validate bench clean ui-readonly test-deploy deploy-prereqs
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -47,3 +47,19 @@ bench: install
 
 clean:
 	rm -rf $(DAGSTER_HOME) $(ML_LAKEHOUSE_ROOT)
+
+# ---- deployment (deploy/README.md) -----------------------------------------------------------------------------
+# The auditor UI: a read-only webserver on the project instance. Every mutation (launch, terminate, wipe,
+# reload) is refused; history is readable. Open-source Dagster has no login: never expose it without the
+# auth proxy (deploy/proxy/nginx-auditor.conf).
+UI_READONLY_PORT ?= 3001
+ui-readonly: install home
+	$(BIN)/dagster-webserver --read-only -w workspace.yaml -h 127.0.0.1 -p $(UI_READONLY_PORT)
+
+# What the deploy tests drive for real: a PostgreSQL server, Chromium + ChromeDriver, nginx.
+deploy-prereqs:
+	bash deploy/scripts/ensure-postgres.sh
+	bash deploy/scripts/ensure-test-tools.sh
+
+test-deploy: install deploy-prereqs
+	$(BIN)/pytest tests/deploy -q
