@@ -119,7 +119,9 @@ def test_kubernetes_manifests_are_valid():
 
 
 SECRET_PATTERNS = [
-    re.compile(r"(?i)(password|passwd|secret|token|api[_-]?key)\s*[:=]\s*[\"']?(?!\{|\"\"|''|$|\s*#)[^\s\"'{]{6,}"),
+    # a credential-like key with a literal value (not {env: ...}, not "$VARIABLE", not empty)
+    re.compile(r"(?i)\b(password|passwd|secret|token|api[_-]?key)\b\s*[:=]\s*[\"']?(?!\{|\$|\"\"|''|$|\s*#)"
+               r"[^\s\"'{$]{6,}"),
     re.compile(r"AKIA[0-9A-Z]{16}"),
     re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
 ]
