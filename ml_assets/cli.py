@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from ml_assets.usecases import USE_CASES
 
@@ -36,6 +37,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from ml_assets.demo import run_demo
 
     return run_demo(_platform(args.log_level), _spec(args.use_case))
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from ml_assets.definitions import build_definitions
+    from ml_assets.replay import print_replay, run_replay
+    from ml_assets.runner import Platform
+    from resources import build_resources
+
+    spec = _spec(args.use_case)
+    landing = os.path.abspath(args.landing)
+    defs = build_definitions(build_resources(landing_uri=landing))
+    platform = Platform(defs, dg.DagsterInstance.get(), log_level=args.log_level)
+    print(f"[{spec.name}] replaying {args.first}..{args.last} day by day through the sensors; landing {landing}")
+    print_replay(run_replay(platform, spec, Path(landing), args.first, args.last, args.days_per_tick))
+    return 0
 
 
 def cmd_versions(args: argparse.Namespace) -> int:
@@ -83,6 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     rp = sub.add_parser("reproduce", help="retrain registered versions from recorded inputs, compare hashes")
     rp.add_argument("versions", nargs="*")
     rp.set_defaults(fn=cmd_reproduce)
+    rp2 = sub.add_parser("replay", help="replay the year day by day through the real sensors")
+    rp2.add_argument("--first", default=USE_CASES[0].partitions_start)
+    rp2.add_argument("--last", default=USE_CASES[0].partitions_end)
+    rp2.add_argument("--landing", default=os.environ.get("ML_LANDING_URI", ".landing"))
+    rp2.add_argument("--days-per-tick", type=int, default=1, help="land N days between sensor evaluations")
+    rp2.set_defaults(fn=cmd_replay)
     args = parser.parse_args(argv)
     return args.fn(args)
 

@@ -10,6 +10,7 @@ import dagster as dg
 from ml_assets.evaluation.assets import build_evaluation_assets
 from ml_assets.features.assets import build_feature_assets
 from ml_assets.keys import UseCaseKeys
+from ml_assets.monitoring.assets import build_monitoring_assets
 from ml_assets.predictions.assets import build_prediction_assets
 from ml_assets.raw.assets import build_raw_assets, quarantine_key
 from ml_assets.registry.assets import build_registry_assets
@@ -24,6 +25,7 @@ class UseCaseJobs:
     score: str
     rollback: str
     reproduce: str
+    daily: str
 
 
 def job_names(spec: UseCaseSpec) -> UseCaseJobs:
@@ -33,6 +35,7 @@ def job_names(spec: UseCaseSpec) -> UseCaseJobs:
         score=f"{spec.name}__score",
         rollback=f"{spec.name}__rollback",
         reproduce=f"{spec.name}__reproduce",
+        daily=f"{spec.name}__daily",
     )
 
 
@@ -45,6 +48,7 @@ def build_use_case(spec: UseCaseSpec) -> dg.Definitions:
         *build_evaluation_assets(spec),
         *build_registry_assets(spec),
         *build_prediction_assets(spec),
+        *build_monitoring_assets(spec),
     ]
     names = job_names(spec)
     raw_daily = [keys.raw(t.name) for t in spec.sources if t.partitioned]
@@ -57,6 +61,14 @@ def build_use_case(spec: UseCaseSpec) -> dg.Definitions:
                                                keys.feature_profiles),
             description="Refresh dimensions, land raw daily data, then labels, features and profiles for the "
             "selected days.",
+            tags={"use_case": spec.name},
+        ),
+        dg.define_asset_job(
+            names.daily,
+            selection=dg.AssetSelection.assets(*raw_daily, keys.labels, keys.features, keys.feature_profiles,
+                                               keys.predictions, keys.drift_report, keys.realized_performance),
+            description="A day's whole loop: land, features, profiles, score with the champion, drift and realized "
+            "performance. Requested by the new-data sensor.",
             tags={"use_case": spec.name},
         ),
         dg.define_asset_job(
@@ -85,4 +97,6 @@ def build_use_case(spec: UseCaseSpec) -> dg.Definitions:
             tags={"use_case": spec.name},
         ),
     ]
-    return dg.Definitions(assets=assets, jobs=jobs)
+    from sensors import build_sensors
+
+    return dg.Definitions(assets=assets, jobs=jobs, sensors=build_sensors(spec, jobs))

@@ -55,6 +55,14 @@ class UseCaseKeys:
     def predictions(self) -> dg.AssetKey:
         return self._key("predictions")
 
+    @property
+    def drift_report(self) -> dg.AssetKey:
+        return self._key("drift_report")
+
+    @property
+    def realized_performance(self) -> dg.AssetKey:
+        return self._key("realized_performance")
+
     def lake_name(self, key: dg.AssetKey) -> str:
         """Folder of an asset in the lakehouse (below the use-case folder)."""
         return key.path[-1]

@@ -25,9 +25,11 @@ class Platform:
     def run(self, job: str, *, first: str | None = None, last: str | None = None,
             run_config: dict[str, Any] | None = None, tags: dict[str, str] | None = None,
             raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
-        all_tags = dict(tags or {})
-        if first is not None:
-            all_tags |= {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last or first}
+        all_tags = {k: v for k, v in (tags or {}).items() if k != "dagster/partition"}
+        if first is not None and (last or first) == first:
+            all_tags["dagster/partition"] = first  # one day: an ordinary partitioned run
+        elif first is not None:
+            all_tags |= {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last}
         config = {**(run_config or {}), "loggers": {"console": {"config": {"log_level": self.log_level}}}}
         return self.defs.resolve_job_def(job).execute_in_process(
             instance=self.instance, run_config=config, tags=all_tags, raise_on_error=raise_on_error

@@ -156,6 +156,23 @@ class PromotionSpec:
 
 
 @dataclass(frozen=True)
+class MonitoringSpec:
+    """Drift and freshness policy. Drift is decided on effect sizes (Hellinger distance between the
+    day's sketches and the champion's training-window sketches), not p-values, with thresholds
+    calibrated on unshifted data (see tests/test_drift_detection.py)."""
+
+    window_days: int = 7  # each day's drift compares the trailing N days (whole weeks: no weekday effect)
+    feature_drift_threshold: float = 0.3  # Hellinger distance above which a column counts as drifted
+    drifted_share_threshold: float = 0.4  # share of monitored columns drifted for a day to be "drifted"
+    consecutive_partitions: int = 3  # drifted days in a row before a retrain is requested
+    max_model_age_days: int = 45  # data time: newest scored day minus the champion's training-window end
+    cooldown_days: int = 14  # data time between two automatic retrains
+    retrain_window_days: int = 42  # a retrain uses the latest N days whose labels are known ...
+    retrain_eval_days: int = 7  # ... of which the last N are held out for evaluation
+    quantile_bins: int = 10
+
+
+@dataclass(frozen=True)
 class UseCaseSpec:
     name: str
     description: str
@@ -175,6 +192,7 @@ class UseCaseSpec:
     training: TrainingSpec
     evaluation: EvaluationSpec
     promotion: PromotionSpec = field(default_factory=PromotionSpec)
+    monitoring: MonitoringSpec = field(default_factory=MonitoringSpec)
     # For the model card.
     intended_use: str = ""
     known_limitations: tuple[str, ...] = ()

@@ -63,9 +63,33 @@ class RawSourceResource(dg.ConfigurableResource):
             return conform(_read_file(self._find(table.name)), table, self._find(table.name))
         frames = []
         for day in days:
+            if day.isoformat() in table.known_missing_partitions:
+                continue  # the contract says this day never comes
             path = self._find(f"{table.name}/{day.isoformat()}")
             frames.append(conform(_read_file(path), table, path))
-        return pl.concat(frames, how="vertical") if frames else pl.DataFrame()
+        if not frames:
+            empty = pl.DataFrame(schema={c.name: getattr(pl, _POLARS_DTYPES[c.dtype]) for c in table.columns})
+            return empty
+        return pl.concat(frames, how="vertical")
+
+    def landed_days(self, table: SourceTableSpec, after: date, until: date) -> list[date]:
+        """Days after `after` whose file for `table` is in the landing folder (sorted)."""
+        from fsspec.core import url_to_fs
+
+        fs, _ = url_to_fs(self.landing_uri)
+        folder = f"{(self.landing_uri or '').rstrip('/')}/{table.name}"
+        if not fs.exists(folder):
+            return []
+        days = []
+        for path in fs.ls(folder, detail=False):
+            stem = path.rsplit("/", 1)[-1].split(".")[0]
+            try:
+                day = date.fromisoformat(stem)
+            except ValueError:
+                continue
+            if after < day <= until:
+                days.append(day)
+        return sorted(set(days))
 
     def location(self, table: SourceTableSpec, package: str, day: date | None = None) -> str:
         """Where a table's (day's) rows come from, for error messages and metadata."""
