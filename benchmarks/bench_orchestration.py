@@ -1,0 +1,173 @@
+"""Section 4: what orchestration costs: import, per step, per run, and a year of data in one run.
+
+- Import time of the code location, in a fresh `python -c "import ml_assets.definitions"` (what every
+  launched run and every multiprocess step pays), next to `import dagster` alone and a bare
+  interpreter; and which heavy libraries the import pulls in.
+- Per-step and per-run overhead from trivial assets (`orchestration_location`): 1 step vs a 4-step
+  chain, in-process vs the multiprocess executor (the default for runs launched by the daemon or UI),
+  and the multiprocess executor with a forkserver that preloads the code location once per run.
+- The year: `Platform.ingest` over every day of 2013 as one run (single-run backfill policies),
+  against a temporary instance and lakehouse. Each step's time is split, from the run's own event
+  log, into the asset body (STEP_START to its first output, materialization or check event: our
+  compute, I/O and metadata building) and the rest (Dagster storing hundreds of materializations,
+  checks and logs); the run's wall time minus all bodies is the share spent outside our code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from benchmarks.measure import interleaved, run_python, summary
+from ml_assets.spec import UseCaseSpec
+
+HEAVY = ("torch", "whylogs", "polars", "duckdb", "pandas", "pyarrow", "matplotlib", "sklearn", "torchmetrics")
+_BODY_END = {"STEP_OUTPUT", "ASSET_MATERIALIZATION", "ASSET_CHECK_EVALUATION", "STEP_SUCCESS", "STEP_FAILURE"}
+_QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+_FORKSERVER = _QUIET | {"execution": {"config": {"start_method": {"forkserver": {
+    "preload_modules": ["benchmarks.orchestration_location"]}}}}}
+
+
+@dataclass(frozen=True)
+class OrchestrationConfig:
+    import_reps: int = 5
+    step_reps: int = 3
+    multiprocess: bool = True
+    ingest_first: str = "2013-01-01"
+    ingest_last: str = "2013-12-31"
+    history_days_small: int = 10
+
+
+def import_times(reps: int) -> dict[str, Any]:
+    """Fresh-interpreter wall time (min / median over interleaved runs)."""
+    cmds = {"ml_assets.definitions": "import ml_assets.definitions", "dagster": "import dagster", "python": "pass"}
+    times = interleaved({name: (lambda c=code: run_python(["-c", c], 120)) for name, code in cmds.items()},
+                        reps, warmup=reps > 1)  # a warm-up run fills the OS page cache
+    probe = ("import sys, json, ml_assets.definitions; "
+             f"print(json.dumps(sorted(m for m in {list(HEAVY)!r} if m in sys.modules)))")
+    _, out = run_python(["-c", probe], 120)
+    return {"seconds": {name: summary(ts) for name, ts in times.items()},
+            "heavy_modules_loaded": out.strip().splitlines()[-1],
+            "code_location_minus_dagster_s": summary(times["ml_assets.definitions"])["min"]
+            - summary(times["dagster"])["min"]}
+
+
+def step_overhead(reps: int, multiprocess: bool) -> dict[str, Any]:
+    """Run wall time of 1 vs 4 trivial steps; per-step = slope, per-run = the 1-step run."""
+    import dagster as dg
+
+    from benchmarks import orchestration_location as loc
+
+    with dg.instance_for_test() as instance:
+        fns: dict[str, Any] = {
+            "in_process_1": lambda: loc.one_step().execute_in_process(instance=instance, run_config=_QUIET),
+            "in_process_4": lambda: loc.chain().execute_in_process(instance=instance, run_config=_QUIET),
+        }
+        if multiprocess:
+            fns |= {
+                "multiprocess_1": lambda: dg.execute_job(dg.reconstructable(loc.one_step), instance=instance,
+                                                         run_config=_QUIET),
+                "multiprocess_4": lambda: dg.execute_job(dg.reconstructable(loc.chain), instance=instance,
+                                                         run_config=_QUIET),
+                "forkserver_1": lambda: dg.execute_job(dg.reconstructable(loc.one_step), instance=instance,
+                                                       run_config=_FORKSERVER),
+                "forkserver_4": lambda: dg.execute_job(dg.reconstructable(loc.chain), instance=instance,
+                                                       run_config=_FORKSERVER),
+            }
+        times = interleaved(fns, reps, warmup=False)
+    out: dict[str, Any] = {"runs": {name: summary(ts) for name, ts in times.items()}, "steps_in_chain": loc.STEPS}
+    for mode in ("in_process", "multiprocess", "forkserver"):
+        if f"{mode}_1" in times:
+            one, four = summary(times[f"{mode}_1"]), summary(times[f"{mode}_4"])
+            out[mode] = {"per_run_s": one["median"],
+                         "per_step_s": (four["median"] - one["median"]) / (loc.STEPS - 1),
+                         "per_step_s_from_min": (four["min"] - one["min"]) / (loc.STEPS - 1)}
+    return out
+
+
+def step_breakdown(instance: Any, run_id: str) -> dict[str, dict[str, float]]:
+    """Per step: body seconds (our code) and after-body seconds (Dagster), from event timestamps."""
+    steps: dict[str, dict[str, float]] = {}
+    for record in instance.all_logs(run_id):
+        event = record.dagster_event
+        if event is None or record.step_key is None:
+            continue
+        kind = event.event_type_value
+        s = steps.setdefault(record.step_key, {})
+        if kind == "STEP_START":
+            s["start"] = record.timestamp
+        elif kind in _BODY_END and "start" in s and "body_end" not in s:
+            s["body_end"] = record.timestamp
+        if kind in ("STEP_SUCCESS", "STEP_FAILURE"):
+            s["end"] = record.timestamp
+    return {key: {"body_s": s["body_end"] - s["start"], "after_body_s": s["end"] - s["body_end"],
+                  "step_s": s["end"] - s["start"]}
+            for key, s in steps.items() if {"start", "body_end", "end"} <= s.keys()}
+
+
+def _materializations(instance: Any, run_id: str) -> int:
+    import dagster as dg
+
+    return len(instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION,
+                                            limit=100_000).records)
+
+
+@contextlib.contextmanager
+def ingested(spec: UseCaseSpec, first: str, last: str, root: str) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """A temporary instance + lakehouse with `first..last` ingested in one run; yields (platform, timings)."""
+    import dagster as dg
+
+    from ml_assets.definitions import build_definitions
+    from ml_assets.runner import Platform
+    from resources import build_resources
+
+    with dg.instance_for_test() as instance:
+        platform = Platform(build_definitions(build_resources(lakehouse_root=root)), instance, log_level="ERROR")
+        start = time.perf_counter()
+        result = platform.ingest(spec, first, last)
+        wall = time.perf_counter() - start
+        steps = step_breakdown(instance, result.run_id)
+        body = sum(s["body_s"] for s in steps.values())
+        yield platform, {
+            "first": first, "last": last, "success": result.success, "wall_s": wall,
+            "materializations": _materializations(instance, result.run_id),
+            "steps": steps, "body_s": body, "after_body_s": sum(s["after_body_s"] for s in steps.values()),
+            "outside_our_code_s": wall - body, "outside_our_code_share": (wall - body) / wall,
+        }
+
+
+def run_static(config: OrchestrationConfig, log=print) -> dict[str, Any]:
+    """Import and per-step figures (no data needed)."""
+    imports = import_times(config.import_reps)
+    log(f"  import: code location {imports['seconds']['ml_assets.definitions']['min']:.2f} s, dagster alone "
+        f"{imports['seconds']['dagster']['min']:.2f} s; heavy modules at import: {imports['heavy_modules_loaded']}")
+    steps = step_overhead(config.step_reps, config.multiprocess)
+    parts = [f"{m} {steps[m]['per_step_s']:.2f} s/step, {steps[m]['per_run_s']:.2f} s/run"
+             for m in ("in_process", "multiprocess", "forkserver") if m in steps]
+    log("  steps: " + "; ".join(parts))
+    return {"imports": imports, "steps": steps}
+
+
+def lakehouse_root(workdir: str, name: str) -> str:
+    path = os.path.join(workdir, name)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def backfill_policies(defs: Any) -> dict[str, Any]:
+    """Which partitioned assets run a multi-partition backfill as one run (single-run policy)."""
+    partitioned, single, other = 0, 0, []
+    for assets_def in defs.resolve_asset_graph().assets_defs:
+        if assets_def.partitions_def is None or not assets_def.is_executable:
+            continue
+        partitioned += 1
+        policy = assets_def.backfill_policy
+        if policy is not None and policy.max_partitions_per_run is None:
+            single += 1
+        else:
+            other.append(f"{assets_def.node_def.name}: {policy}")
+    return {"partitioned": partitioned, "single_run": single, "other": other}

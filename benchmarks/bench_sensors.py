@@ -1,0 +1,102 @@
+"""Section 5: sensor evaluation time after 10 vs 365 daily partitions of history: it must stay flat.
+
+Two instances are compared in the same process, interleaved: one holding 10 ingested days, one
+holding the whole year (both real `Platform.ingest` runs). Measured on each:
+- the instance queries a sensor makes, on the features asset: the newest materialization, the new
+  records after a cursor, the newest records of the last 7 partitions, the set of materialized
+  partitions, and the latest materialization event;
+- every sensor the code location defines (if any), evaluated as the daemon would: a first tick to
+  obtain a cursor, then the steady-state tick with that cursor is timed.
+A ratio (365-day median / 10-day median) near 1 means flat.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from benchmarks.measure import summary
+from ml_assets.keys import UseCaseKeys
+from ml_assets.spec import UseCaseSpec
+
+
+@dataclass(frozen=True)
+class SensorConfig:
+    reps: int = 15
+    flat_ratio: float = 1.5  # 365-day median within this factor of the 10-day median counts as flat
+
+
+def _queries(instance: Any, key: Any) -> dict[str, Callable[[], Any]]:
+    import dagster as dg
+
+    newest = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=2, ascending=False).records
+    cursor = newest[-1].storage_id if newest else None
+    partitions = sorted({r.partition_key for r in newest if r.partition_key})
+    last7 = sorted(instance.get_materialized_partitions(key))[-7:] if partitions else []
+    return {
+        "newest_materialization": lambda: instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key), limit=1, ascending=False),
+        "records_after_cursor": lambda: instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, after_storage_id=cursor), limit=100, ascending=True),
+        "newest_of_last_7_partitions": lambda: instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=last7), limit=100, ascending=False),
+        "materialized_partitions": lambda: instance.get_materialized_partitions(key),
+        "latest_materialization_event": lambda: instance.get_latest_materialization_event(key),
+    }
+
+
+def _sensor_ticks(platform: Any) -> dict[str, Callable[[], Any]]:
+    """Steady-state tick of each sensor (cursor from a first tick), as the daemon evaluates it."""
+    import dagster as dg
+
+    ticks: dict[str, Callable[[], Any]] = {}
+    for sensor in platform.defs.sensors:
+        if isinstance(sensor, dg.AutomationConditionSensorDefinition):
+            continue
+
+        def evaluate(sensor=sensor, cursor=None):
+            with dg.build_sensor_context(instance=platform.instance, cursor=cursor, definitions=platform.defs,
+                                         resources=platform.defs.resources) as context:
+                return sensor.evaluate_tick(context)
+
+        first = evaluate()
+        ticks[f"sensor:{sensor.name}"] = lambda evaluate=evaluate, c=first.cursor: evaluate(cursor=c)
+    return ticks
+
+
+def run(spec: UseCaseSpec, small: Any, large: Any, small_days: int, large_days: int, config: SensorConfig,
+        log=print) -> dict[str, Any]:
+    """`small` / `large`: Platforms whose instances hold `small_days` / `large_days` of history."""
+    key = UseCaseKeys(spec).features
+    per_instance: dict[str, dict[str, Callable[[], Any]]] = {}
+    errors: dict[str, str] = {}
+    for label, platform in (("small", small), ("large", large)):
+        fns = _queries(platform.instance, key)
+        try:
+            fns |= _sensor_ticks(platform)
+        except Exception as exc:  # a sensor that cannot be evaluated here is reported, not hidden
+            errors[label] = f"{type(exc).__name__}: {exc}"
+        per_instance[label] = fns
+    names = [n for n in per_instance["small"] if n in per_instance["large"]]
+    times: dict[str, dict[str, list[float]]] = {n: {"small": [], "large": []} for n in names}
+    for name in names:  # warm both
+        per_instance["small"][name]()
+        per_instance["large"][name]()
+    for _ in range(config.reps):
+        for name in names:
+            for label in ("small", "large"):
+                start = time.perf_counter()
+                per_instance[label][name]()
+                times[name][label].append(time.perf_counter() - start)
+    results = {}
+    for name in names:
+        s, la = summary(times[name]["small"]), summary(times[name]["large"])
+        ratio = la["median"] / s["median"] if s["median"] else None
+        results[name] = {f"{small_days}_days": s, f"{large_days}_days": la, "ratio": ratio,
+                         "flat": ratio is not None and ratio <= config.flat_ratio}
+    log("  sensors: " + ", ".join(f"{n} {r['ratio']:.2f}x" for n, r in results.items()))
+    return {"asset": key.to_user_string(), "history_days": [small_days, large_days], "measurements": results,
+            "sensors_defined": [n for n in names if n.startswith("sensor:")], "errors": errors,
+            "flat_ratio": config.flat_ratio}

@@ -1,0 +1,204 @@
+"""Turns the benchmark JSON into target verdicts and the Markdown tables (README / RESULTS.md).
+
+Why separate: the verdicts are the contract of the issue ("each target met, or what stands in the
+way"), so they are computed in one place from the raw measurements, and the Markdown is a pure
+rendering of the JSON (re-render an old JSON with `python -m benchmarks.report <file.json>`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+TARGETS = {
+    "features_vs_pandas": 3.0,  # x pandas rows/s
+    "features_rows_per_s": 2e6,  # at the largest scale
+    "features_bytes_per_row": 250.0,
+    "profiling_vs_floor": 5.0,  # at most this many times slower than the Polars floor
+    "profiling_share": 0.25,  # of the feature stage
+    "training_share": 0.80,  # of the dense-tensor limit
+    "scoring_share": 0.90,  # of the raw forward pass
+    "import_s": 1.5,
+    "per_step_s": 0.5,
+}
+
+
+def _fmt_rate(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 1e6:.2f}M" if value >= 1e6 else f"{value / 1e3:.0f}k"
+
+
+def _bm(rate: dict[str, Any]) -> str:
+    return f"{_fmt_rate(rate.get('best'))} / {_fmt_rate(rate.get('median'))}" if rate.get("n") else "-"
+
+
+def _x(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}x"
+
+
+def _target(name: str, measured: str, target: str, met: bool | None, note: str = "") -> dict[str, Any]:
+    return {"target": name, "measured": measured, "goal": target, "met": met, "note": note}
+
+
+def _feature_targets(features: dict[str, Any]) -> list[dict[str, Any]]:
+    scales = features["scales"]
+    top = max(scales, key=float)
+    impls = scales[top]["impls"]
+    ours, pandas, proposed = impls["ours"], impls["pandas"], impls["proposed"]
+    vs_pandas = ours["rows_per_s"]["best"] / pandas["rows_per_s"]["best"]
+    prop_vs_pandas = proposed["rows_per_s"]["best"] / pandas["rows_per_s"]["best"]
+    bpr = ours["peak_mem_bytes_per_row"]
+    return [
+        _target(f"Features >= 3x pandas (x{top})", f"{vs_pandas:.2f}x (proposed query: {prop_vs_pandas:.2f}x)",
+                ">= 3x", vs_pandas >= TARGETS["features_vs_pandas"]),
+        _target(f"Features >= 2M rows/s (x{top})",
+                f"{_fmt_rate(ours['rows_per_s']['best'])} rows/s "
+                f"(proposed: {_fmt_rate(proposed['rows_per_s']['best'])})",
+                ">= 2M rows/s", ours["rows_per_s"]["best"] >= TARGETS["features_rows_per_s"]),
+        _target(f"Feature peak memory <= 250 B/row, linear (x{top})",
+                f"{bpr:.0f} B/row (proposed: {proposed['peak_mem_bytes_per_row']:.0f})", "<= 250 B/row",
+                bpr <= TARGETS["features_bytes_per_row"]),
+    ]
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    if "features" in results:
+        out += _feature_targets(results["features"])
+    if "profiling" in results:
+        p = results["profiling"]
+        slow = p["platform_per_day_slowdown_vs_floor"]
+        out.append(_target("Profiling within 5x of the Polars floor (per daily partition)",
+                           f"{slow:.0f}x slower (proposed feed: {p['proposed_per_day_slowdown_vs_floor']:.0f}x)",
+                           "<= 5x", slow <= TARGETS["profiling_vs_floor"]))
+        if "platform_share_of_feature_stage" in p:
+            share = p["platform_share_of_feature_stage"]
+            out.append(_target("Profiling adds <= 1/4 to the feature stage",
+                               f"+{share:.0%} (proposed feed: +{p['proposed_share_of_feature_stage']:.0%})", "<= +25%",
+                               share <= TARGETS["profiling_share"]))
+    if "training" in results:
+        t = results["training"]
+        out.append(_target("Training >= 80% of the dense-tensor limit", f"{t['train_model_share_of_limit']:.0%} "
+                           f"(batch loop alone {t['batch_loop_share_of_limit']:.0%})", ">= 80%",
+                           t["train_model_share_of_limit"] >= TARGETS["training_share"]))
+        out.append(_target("Batch scoring >= 90% of the raw forward pass", f"{t['score_share_of_raw_forward']:.0%}",
+                           ">= 90%", t["score_share_of_raw_forward"] >= TARGETS["scoring_share"]))
+    if "orchestration" in results:
+        o = results["orchestration"]
+        imp = o["imports"]["seconds"]["ml_assets.definitions"]["min"]
+        out.append(_target("Code location import < 1.5 s", f"{imp:.2f} s (dagster alone "
+                           f"{o['imports']['seconds']['dagster']['min']:.2f} s)", "< 1.5 s", imp < TARGETS["import_s"]))
+        steps = o["steps"]
+        inproc = steps["in_process"]["per_step_s"]
+        if "multiprocess" in steps:
+            mp = steps["multiprocess"]["per_step_s"]
+            fsrv = steps["forkserver"]["per_step_s"]
+            out.append(_target("Per-step overhead < 0.5 s", f"in-process {inproc:.2f} s; multiprocess {mp:.2f} s "
+                               f"(forkserver + preload {fsrv:.2f} s)", "< 0.5 s",
+                               inproc < TARGETS["per_step_s"] and mp < TARGETS["per_step_s"],
+                               "runs the platform launches itself are in-process"))
+        else:
+            out.append(_target("Per-step overhead < 0.5 s", f"in-process {inproc:.2f} s", "< 0.5 s",
+                               inproc < TARGETS["per_step_s"]))
+        bf = o.get("backfill_policies")
+        if bf:
+            out.append(_target("Single-run backfill policy on every partitioned asset",
+                               f"{bf['single_run']} of {bf['partitioned']}", "all",
+                               bf["single_run"] == bf["partitioned"],
+                               ", ".join(bf["other"])))
+        if "ingest" in o:
+            i = o["ingest"]
+            out.append(_target(f"Ingest {i['first']}..{i['last']} as one run",
+                               f"{i['wall_s']:.0f} s; {i['outside_our_code_share']:.0%} outside our code", "(reported)",
+                               None))
+    if "sensors" in results:
+        s = results["sensors"]["measurements"]
+        worst = max(s.items(), key=lambda kv: kv[1]["ratio"] or 0.0)
+        flat = all(m["flat"] for m in s.values())
+        days = results["sensors"]["history_days"]
+        out.append(_target(f"Sensor evaluation flat ({days[0]} vs {days[1]} days of history)",
+                           f"worst {worst[0]} {worst[1]['ratio']:.2f}x", f"<= {results['sensors']['flat_ratio']}x",
+                           flat))
+    return out
+
+
+def _verdict(met: bool | None) -> str:
+    return "reported" if met is None else ("met" if met else "MISSED")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def markdown(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    lines = [f"Measured {meta['started']} on {meta['machine']['cpus']} cores / {meta['machine']['memory_gib']} GiB "
+             f"(commit {meta['commit']}, mode `{meta['mode']}`, `make bench` wall time {meta['wall_s']:.0f} s). "
+             "Rates are best / median of the repetitions (n in the JSON); ratios use the best runs.", ""]
+    lines += _table(["Target", "Measured", "Goal", "Verdict"],
+                    [[t["target"], t["measured"], t["goal"], _verdict(t["met"])] for t in results["targets"]])
+    if "features" in results:
+        lines += ["", "Feature pipeline (read Parquet, compute, write zstd Parquet), rows/s best / median and peak "
+                  "RSS above the post-import baseline per row:", ""]
+        rows = []
+        for scale, r in results["features"]["scales"].items():
+            i = r["impls"]
+            rows.append([f"x{scale} ({r['inputs']['rows'] / 1e6:.2f}M rows)"]
+                        + [f"{_bm(i[k]['rows_per_s'])} ({i[k]['peak_mem_bytes_per_row']:.0f} B/row, "
+                           f"n={i[k]['seconds']['n']})" for k in ("ours", "pandas", "proposed", "floor")]
+                        + [_x(i["ours"]["rows_per_s"]["best"] / i["pandas"]["rows_per_s"]["best"]),
+                           _x(i["ours"]["rows_per_s"]["best"] / i["floor"]["rows_per_s"]["best"])])
+        lines += _table(["Scale", "Ours (`compute_features`)", "pandas", "Proposed query (FINDINGS)",
+                         "Floor (read+write)", "Ours / pandas", "Ours / floor"], rows)
+    if "profiling" in results:
+        p = results["profiling"]
+        v = p["variants"]
+        lines += ["", f"Profiling, rows/s ({p['days']} daily partitions of ~{p['rows_per_day_mean']:.0f} rows; "
+                  f"one call = {p['one_call_rows']} rows):", ""]
+        lines += _table(["Mode", "whylogs as the platform calls it", "Proposed columnar feed", "Polars floor"],
+                        [[m.replace("_", " "), _bm(v[f"platform_{m}"]["rows_per_s"]),
+                          _bm(v[f"proposed_{m}"]["rows_per_s"]), _bm(v[f"floor_{m}"]["rows_per_s"])]
+                         for m in ("per_day", "one_call")])
+    if "training" in results:
+        t = results["training"]
+        tr, sc = t["training"], t["scoring"]
+        lines += ["", f"Training ({t['train_rows']} rows, {t['epochs']} epochs, batch {t['batch_size']}, "
+                  f"{t['threads']} threads), samples/s; scoring ({t['score_rows']} rows), rows/s:", ""]
+        lines += _table(["train_model", "its batch loop", "per-sample DataLoader", "limit (dense)", "score()",
+                         "predict_proba (pre-encoded)", "raw forward"],
+                        [[_bm(tr["train_model"]["samples_per_s"]), _bm(tr["batch_loop"]["samples_per_s"]),
+                          _bm(tr["dataloader"]["samples_per_s"]), _bm(tr["limit_dense"]["samples_per_s"]),
+                          _bm(sc["score"]["rows_per_s"]), _bm(sc["predict_proba"]["rows_per_s"]),
+                          _bm(sc["raw_forward"]["rows_per_s"])]])
+    if "orchestration" in results:
+        o = results["orchestration"]
+        lines += ["", "Orchestration (seconds, min / median):", ""]
+        rows = [[f"import {k}", f"{v['min']:.2f} / {v['median']:.2f}"] for k, v in o["imports"]["seconds"].items()]
+        for mode in ("in_process", "multiprocess", "forkserver"):
+            if mode in o["steps"]:
+                m = o["steps"][mode]
+                rows.append([f"{mode.replace('_', '-')}: per run (1 trivial step) / per extra step",
+                             f"{m['per_run_s']:.2f} / {m['per_step_s']:.2f}"])
+        if "ingest" in o:
+            i = o["ingest"]
+            rows.append([f"year ingest {i['first']}..{i['last']} ({i['materializations']} materializations)",
+                         f"{i['wall_s']:.1f} wall; {i['body_s']:.1f} in asset bodies; {i['outside_our_code_s']:.1f} "
+                         f"outside ({i['outside_our_code_share']:.0%})"])
+            for key, s in sorted(i["steps"].items(), key=lambda kv: -kv[1]["step_s"]):
+                rows.append([f"  step {key}", f"{s['body_s']:.1f} body + {s['after_body_s']:.1f} Dagster"])
+        lines += _table(["Measure", "Seconds"], rows)
+    if "sensors" in results:
+        s = results["sensors"]
+        d0, d1 = s["history_days"]
+        lines += ["", f"Sensor queries on `{s['asset']}` (ms, median), {d0} vs {d1} days of history:", ""]
+        lines += _table(["Query / sensor", f"{d0} days", f"{d1} days", "Ratio"],
+                        [[n, f"{m[f'{d0}_days']['median'] * 1e3:.2f}", f"{m[f'{d1}_days']['median'] * 1e3:.2f}",
+                          _x(m["ratio"])] for n, m in s["measurements"].items()])
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    with open(sys.argv[1]) as handle:
+        print(markdown(json.load(handle)))

@@ -1,0 +1,218 @@
+"""`make bench`: every stage's throughput and scaling, against peers and the hardware floor.
+
+    python -m benchmarks.run                 # full run (~10 min on 2 cores): writes benchmarks/results/
+    python -m benchmarks.run --mode tiny     # seconds: the smoke test's harness check
+    python -m benchmarks.run --sections features,training --out /tmp/bench
+
+Writes `<out>/bench-<UTC time>.json` and `.md`, and `latest.json` / `latest.md` beside them.
+Sections run one after another (never in parallel: 2 cores), each comparing its variants
+interleaved within this one run; see `benchmarks/measure.py` for why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from benchmarks import bench_features, bench_orchestration, bench_profiling, bench_sensors, bench_training, report
+from benchmarks.measure import REPO_ROOT, machine
+
+SECTIONS = ("features", "profiling", "training", "orchestration", "sensors")
+
+
+@dataclass(frozen=True)
+class Plan:
+    features: bench_features.FeatureConfig
+    profiling: bench_profiling.ProfilingConfig
+    training: bench_training.TrainingConfig
+    orchestration: bench_orchestration.OrchestrationConfig
+    sensors: bench_sensors.SensorConfig = field(default_factory=bench_sensors.SensorConfig)
+
+
+PLANS = {
+    # Budget: ~10 min on 2 cores. The 30x configs that take minutes per run get one run each.
+    "full": Plan(
+        features=bench_features.FeatureConfig(scales=(1, 10, 30), reps={1: 3, 10: 2, 30: 2}, budget_seconds=60),
+        profiling=bench_profiling.ProfilingConfig(days=60, one_call_rows=30_000, reps=3),
+        training=bench_training.TrainingConfig(epochs=3, reps=3),
+        orchestration=bench_orchestration.OrchestrationConfig(import_reps=5, step_reps=2),
+    ),
+    # The smoke test: every code path, tiny inputs, one repetition, no multiprocess runs.
+    "tiny": Plan(
+        features=bench_features.FeatureConfig(scales=(0.02,), reps={0.02: 1}, sample_rows=200),
+        profiling=bench_profiling.ProfilingConfig(days=2, one_call_rows=1000, reps=1),
+        training=bench_training.TrainingConfig(epochs=1, reps=1, dataloader_rows=2000, score_copies=1),
+        orchestration=bench_orchestration.OrchestrationConfig(import_reps=1, step_reps=1, multiprocess=False,
+                                                              ingest_last="2013-01-02", history_days_small=1),
+        sensors=bench_sensors.SensorConfig(reps=2),
+    ),
+}
+
+
+def _commit() -> str:
+    proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                          check=False)
+    return proc.stdout.strip() or "unknown"
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {p: version(p) for p in ("dagster", "polars", "duckdb", "pandas", "pyarrow", "torch", "whylogs", "numpy")}
+
+
+def _log(message: str) -> None:
+    print(message, flush=True)
+
+
+class _Clock:
+    """Wall seconds per section, kept in the results' metadata (to watch the 10-minute budget)."""
+
+    def __init__(self, into: dict[str, float]) -> None:
+        self.into = into
+
+    @contextlib.contextmanager
+    def section(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.into[name] = round(self.into.get(name, 0.0) + time.perf_counter() - start, 1)
+
+
+def _feature_inputs(spec: Any, scale: float, workdir: str) -> tuple[str, str]:
+    """Features + labels Parquet for the later sections when the features section is skipped."""
+    import polars as pl
+
+    from benchmarks.scaled_data import build_scales
+    from ml_assets.features.compute import compute_features
+
+    inputs = next(iter(build_scales(spec, [scale], workdir).values()))
+    frames = {k: pl.read_parquet(v) for k, v in inputs.relations().items()}
+    path = os.path.join(workdir, "features.parquet")
+    compute_features(spec, frames["events"], {"weather": frames["weather"], "planes": frames["planes"]},
+                     frames["labels"]).write_parquet(path)
+    return path, inputs.labels
+
+
+def _orchestration_and_sensors(spec: Any, plan: Plan, sections: tuple[str, ...], workdir: str,
+                               results: dict[str, Any], clock: _Clock) -> None:
+    """Import / per-step figures, then the year ingest, whose instance the sensor section reuses."""
+    from datetime import date, timedelta
+
+    cfg = plan.orchestration
+    orch: dict[str, Any] = {}
+    if "orchestration" in sections:
+        _log("[orchestration] imports and per-step overhead")
+        with clock.section("orchestration"):
+            orch |= bench_orchestration.run_static(cfg, log=_log)
+    _log(f"[orchestration] ingest {cfg.ingest_first}..{cfg.ingest_last} in one run")
+    year_root = bench_orchestration.lakehouse_root(workdir, "lake-year")
+    with clock.section("ingest_and_sensors"), \
+            bench_orchestration.ingested(spec, cfg.ingest_first, cfg.ingest_last, year_root) as (year, ingest):
+        _log(f"  ingest: {ingest['wall_s']:.1f} s wall, {ingest['body_s']:.1f} s in asset bodies, "
+             f"{ingest['outside_our_code_share']:.0%} outside our code ({ingest['materializations']} materializations)")
+        orch["ingest"] = ingest
+        orch["backfill_policies"] = bench_orchestration.backfill_policies(year.defs)
+        if "sensors" in sections:
+            _log(f"[sensors] {cfg.history_days_small} vs {_days(cfg)} days of history")
+            small_last = (date.fromisoformat(cfg.ingest_first) + timedelta(days=cfg.history_days_small - 1)).isoformat()
+            small_root = bench_orchestration.lakehouse_root(workdir, "lake-small")
+            with clock.section("sensors"), \
+                    bench_orchestration.ingested(spec, cfg.ingest_first, small_last, small_root) as (small, _):
+                results["sensors"] = bench_sensors.run(spec, small, year, cfg.history_days_small, _days(cfg),
+                                                       plan.sensors, log=_log)
+    if "orchestration" in sections:
+        results["orchestration"] = orch
+
+
+def run(mode: str, sections: tuple[str, ...], out_dir: str) -> dict[str, Any]:
+    from ml_assets.usecases import FLIGHT_DELAY as spec
+
+    plan = PLANS[mode]
+    t0 = time.perf_counter()
+    results: dict[str, Any] = {"meta": {"mode": mode, "sections": list(sections), "commit": _commit(),
+                                        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+                                        "machine": machine(), "versions": _versions()}}
+    workdir = tempfile.mkdtemp(prefix="bench-")
+    clock = _Clock(results["meta"].setdefault("section_seconds", {}))
+    try:
+        base_scale = 1 if 1 in plan.features.scales else min(plan.features.scales)
+        feature_path = labels_path = ""
+        if "features" in sections:
+            _log(f"[features] scales {list(plan.features.scales)}")
+            with clock.section("features"):
+                results["features"] = bench_features.run(spec, workdir, plan.features, log=_log)
+            scale_dir = os.path.join(workdir, f"x{base_scale:g}")
+            feature_path = os.path.join(scale_dir, "out", "ours.parquet")
+            labels_path = os.path.join(scale_dir, "labels.parquet")
+        elif {"profiling", "training"} & set(sections):
+            with clock.section("inputs"):
+                feature_path, labels_path = _feature_inputs(spec, base_scale, workdir)
+        if "profiling" in sections:
+            _log("[profiling]")
+            feature_rate = None
+            if "features" in results:
+                ours = results["features"]["scales"][f"{base_scale:g}"]["impls"]["ours"]
+                feature_rate = ours["rows_per_s"]["best"]
+            with clock.section("profiling"):
+                results["profiling"] = bench_profiling.run(spec, feature_path, plan.profiling, feature_rate, log=_log)
+        if "training" in sections:
+            _log("[training]")
+            with clock.section("training"):
+                results["training"] = bench_training.run(spec, feature_path, labels_path, plan.training, log=_log)
+        if {"orchestration", "sensors"} & set(sections):
+            _orchestration_and_sensors(spec, plan, sections, workdir, results, clock)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    results["meta"]["wall_s"] = time.perf_counter() - t0
+    results["targets"] = report.targets(results)
+    _write(results, out_dir)
+    return results
+
+
+def _days(cfg: bench_orchestration.OrchestrationConfig) -> int:
+    from datetime import date
+
+    return (date.fromisoformat(cfg.ingest_last) - date.fromisoformat(cfg.ingest_first)).days + 1
+
+
+def _write(results: dict[str, Any], out_dir: str) -> None:
+    os.makedirs(out_dir, exist_ok=True)
+    stamp = results["meta"]["started"].replace(":", "").replace("-", "")
+    text = report.markdown(results)
+    for name in (f"bench-{stamp}", "latest"):
+        with open(os.path.join(out_dir, f"{name}.json"), "w") as handle:
+            json.dump(results, handle, indent=1, default=str)
+        with open(os.path.join(out_dir, f"{name}.md"), "w") as handle:
+            handle.write(text)
+    _log(f"\n{text}\nwritten to {out_dir}/latest.json and latest.md")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=sorted(PLANS), default="full")
+    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
+    parser.add_argument("--out", default=os.path.join(REPO_ROOT, "benchmarks", "results"))
+    args = parser.parse_args(argv)
+    sections = tuple(s for s in args.sections.split(",") if s)
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s) {sorted(unknown)}")
+    os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")
+    run(args.mode, sections, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,96 @@
+"""Inputs of the feature pipeline at a chosen multiple of the 2013 volume, written as Parquet.
+
+Why replicate with shifted years: 30x the 2013 flights as 30 consecutive years of the same airports
+keeps every group realistic: a carrier, origin or route has the same number of flights per day, the
+trailing windows cross year boundaries like any other day, the number of days (and day x key groups)
+grows with the volume, and the hourly weather table grows to about 780k rows as a real history
+would. Scales below 1 keep the first days of 2013 (for quick smoke runs).
+
+Labels come from the platform's own `compute_labels`, computed once at the largest scale and
+filtered for the smaller ones (a label depends only on its own event row).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from datetime import date, timedelta
+from typing import TYPE_CHECKING, Any
+
+from ml_assets.features.compute import EVENT_DATE, compute_labels
+from ml_assets.spec import UseCaseSpec
+
+if TYPE_CHECKING:
+    import polars as pl
+
+BASE_YEAR = 2013
+
+
+@dataclass(frozen=True)
+class ScaledInputs:
+    """Parquet paths of one scale's inputs (relation name -> path) and its row counts."""
+
+    scale: float
+    rows: int  # events (= feature rows)
+    label_rows: int
+    weather_rows: int
+    events: str
+    weather: str
+    planes: str
+    labels: str
+
+    def relations(self) -> dict[str, str]:
+        return {"events": self.events, "weather": self.weather, "planes": self.planes, "labels": self.labels}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _read_sources(spec: UseCaseSpec) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    from resources.sources import RawSourceResource
+
+    source = RawSourceResource()
+    return tuple(source.read(spec.source(t), spec.embedded_package) for t in ("flights", "weather", "planes"))
+
+
+def _replicate(frame: pl.DataFrame, copies: int) -> pl.DataFrame:
+    import polars as pl
+
+    return pl.concat([frame.with_columns(pl.col("year") + k) for k in range(copies)], how="vertical")
+
+
+def build_scales(spec: UseCaseSpec, scales: list[float], folder: str) -> dict[float, ScaledInputs]:
+    """Write every scale's inputs under `folder`; scales >= 1 must be whole numbers."""
+    import polars as pl
+
+    events, weather, planes = _read_sources(spec)
+    top = max(scales)
+    copies = max(1, round(top)) if top >= 1 else 1
+    all_events = _replicate(events, copies) if copies > 1 else events
+    all_weather = _replicate(weather, copies) if copies > 1 else weather
+    all_labels = compute_labels(spec, all_events)
+    planes_path = os.path.join(folder, "planes.parquet")
+    planes.write_parquet(planes_path)
+    out = {}
+    for scale in sorted(scales):
+        if scale >= 1:
+            if scale != round(scale):
+                raise ValueError(f"scale {scale}: use whole multiples >= 1 (or a fraction of the first year)")
+            last_year = BASE_YEAR + round(scale) - 1
+            ev = all_events.filter(pl.col("year") <= last_year)
+            we = all_weather.filter(pl.col("year") <= last_year)
+            lab = all_labels.filter(pl.col(EVENT_DATE) <= date(last_year, 12, 31))
+        else:
+            last = date(BASE_YEAR, 1, 1) + timedelta(days=max(2, round(365 * scale)) - 1)
+            in_range = (pl.col("year") == BASE_YEAR) & (pl.date(pl.col("year"), pl.col("month"), pl.col("day")) <= last)
+            ev, we = events.filter(in_range), weather.filter(in_range)
+            lab = all_labels.filter((pl.col(EVENT_DATE) <= last) & (pl.col(EVENT_DATE).dt.year() == BASE_YEAR))
+        sub = os.path.join(folder, f"x{scale:g}")
+        os.makedirs(sub, exist_ok=True)
+        paths = {name: os.path.join(sub, f"{name}.parquet") for name in ("events", "weather", "labels")}
+        ev.write_parquet(paths["events"])
+        we.write_parquet(paths["weather"])
+        lab.write_parquet(paths["labels"])
+        out[scale] = ScaledInputs(scale=scale, rows=ev.height, label_rows=lab.height, weather_rows=we.height,
+                                  planes=planes_path, **paths)
+    return out
