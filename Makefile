@@ -5,9 +5,10 @@ BIN    := $(VENV)/bin
 
 export DAGSTER_HOME        ?= $(CURDIR)/.dagster_home
 export ML_LAKEHOUSE_ROOT   ?= $(CURDIR)/.lakehouse
+export ML_LANDING_URI      ?= $(CURDIR)/.landing
 export WHYLOGS_NO_ANALYTICS := True
 
-.PHONY: install home demo test test-fast ui lint validate bench clean ui-readonly test-deploy deploy-prereqs
+.PHONY: install home demo quickstart test test-fast ui lint validate bench clean ui-readonly test-deploy deploy-prereqs
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +23,16 @@ home:
 	mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
+# The full-year replay through the sensors (+ reproduction and a summary) into the project instance.
 demo: install home
 	$(BIN)/mlp demo
 
-test: install
+# The batch path without sensors: Jan-Feb ingest, train on January, evaluate, score February.
+quickstart: install home
+	$(BIN)/mlp quickstart
+
+# Everything the tests drive for real (PostgreSQL, Chromium, nginx) is started or installed first.
+test: install deploy-prereqs
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
@@ -46,7 +53,7 @@ bench: install
 	$(BIN)/python -m benchmarks.run
 
 clean:
-	rm -rf $(DAGSTER_HOME) $(ML_LAKEHOUSE_ROOT)
+	rm -rf $(DAGSTER_HOME) $(ML_LAKEHOUSE_ROOT) $(ML_LANDING_URI)
 
 # ---- deployment (deploy/README.md) -----------------------------------------------------------------------------
 # The auditor UI: a read-only webserver on the project instance. Every mutation (launch, terminate, wipe,

@@ -33,26 +33,38 @@ def _registry():
     return defs.resources["model_registry"]
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from ml_assets.demo import run_demo
-
-    return run_demo(_platform(args.log_level), _spec(args.use_case))
-
-
-def cmd_replay(args: argparse.Namespace) -> int:
+def _landing_platform(args: argparse.Namespace):
     import dagster as dg
 
     from ml_assets.definitions import build_definitions
-    from ml_assets.replay import print_replay, run_replay
     from ml_assets.runner import Platform
     from resources import build_resources
 
-    spec = _spec(args.use_case)
     landing = os.path.abspath(args.landing)
     defs = build_definitions(build_resources(landing_uri=landing))
-    platform = Platform(defs, dg.DagsterInstance.get(), log_level=args.log_level)
-    print(f"[{spec.name}] replaying {args.first}..{args.last} day by day through the sensors; landing {landing}")
-    print_replay(run_replay(platform, spec, Path(landing), args.first, args.last, args.days_per_tick))
+    return Platform(defs, dg.DagsterInstance.get(), log_level=args.log_level), Path(landing)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ml_assets.demo import run_demo
+
+    platform, landing = _landing_platform(args)
+    return run_demo(platform, _spec(args.use_case), landing, args.last, args.days_per_tick)
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from ml_assets.demo import run_quickstart
+
+    return run_quickstart(_platform(args.log_level), _spec(args.use_case))
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from ml_assets.replay import print_replay, run_replay
+
+    spec = _spec(args.use_case)
+    platform, landing = _landing_platform(args)
+    print(f"[{spec.name}] replaying {args.first}..{args.last} through the sensors; landing {landing}")
+    print_replay(run_replay(platform, spec, landing, args.first, args.last, args.days_per_tick))
     return 0
 
 
@@ -91,7 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--use-case", default=USE_CASES[0].name)
     parser.add_argument("--log-level", default="WARNING")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="ingest, train, evaluate, promote and score the demo window").set_defaults(fn=cmd_demo)
+    landing_default = os.environ.get("ML_LANDING_URI", ".landing")
+    demo = sub.add_parser("demo", help="replay 2013 through the sensors, reproduce every version, summarize")
+    demo.add_argument("--last", default=USE_CASES[0].partitions_end)
+    demo.add_argument("--days-per-tick", type=int, default=7, help="land N days between sensor evaluations")
+    demo.add_argument("--landing", default=landing_default)
+    demo.set_defaults(fn=cmd_demo)
+    sub.add_parser("quickstart", help="batch path without sensors: Jan-Feb ingest, train, evaluate, score"
+                   ).set_defaults(fn=cmd_quickstart)
     sub.add_parser("versions", help="list registered model versions (* = production)").set_defaults(fn=cmd_versions)
     rb = sub.add_parser("rollback", help="pin production to a registered version (a Dagster run)")
     rb.add_argument("--version", required=True)
@@ -104,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     rp2 = sub.add_parser("replay", help="replay the year day by day through the real sensors")
     rp2.add_argument("--first", default=USE_CASES[0].partitions_start)
     rp2.add_argument("--last", default=USE_CASES[0].partitions_end)
-    rp2.add_argument("--landing", default=os.environ.get("ML_LANDING_URI", ".landing"))
+    rp2.add_argument("--landing", default=landing_default)
     rp2.add_argument("--days-per-tick", type=int, default=1, help="land N days between sensor evaluations")
     rp2.set_defaults(fn=cmd_replay)
     args = parser.parse_args(argv)

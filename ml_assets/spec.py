@@ -167,7 +167,7 @@ class MonitoringSpec:
     consecutive_partitions: int = 3  # drifted days in a row before a retrain is requested
     max_model_age_days: int = 45  # data time: newest scored day minus the champion's training-window end
     cooldown_days: int = 14  # data time between two automatic retrains
-    retrain_window_days: int = 42  # a retrain uses the latest N days whose labels are known ...
+    retrain_window_days: int = 120  # a retrain uses the latest N days whose labels are known ...
     retrain_eval_days: int = 7  # ... of which the last N are held out for evaluation
     quantile_bins: int = 10
 

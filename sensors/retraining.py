@@ -62,16 +62,23 @@ def build_drift_sensor(spec: UseCaseSpec, jobs: list) -> dg.SensorDefinition:
             return dg.SkipReason("no new drift reports")
         flags: dict[str, bool] = state["flags"]
         shares: dict[str, float] = state.get("shares", {})
+        new_days = set()
         for record in result.records:
             meta = record.asset_materialization.metadata
             if record.partition_key and "drifted" in meta:
                 flags[record.partition_key] = bool(meta["drifted"].value)
                 shares[record.partition_key] = round(float(meta["drifted_share"].value), 3)
-        newest = max(flags)
+                new_days.add(record.partition_key)
+        if not new_days:
+            return dg.SkipReason("no new drift reports")
+        # The newest new day that completes a streak (a catch-up run may bring several days at once).
+        streaks = {d: policy.consecutive_drifted(flags, d) for d in new_days}
+        hits = [d for d, n in streaks.items() if n >= mon.consecutive_partitions]
+        newest = max(hits) if hits else max(new_days)
         keep = sorted(flags)[-60:]  # bounded cursor: the streak never needs more
         cursor = json.dumps({"after": result.records[-1].storage_id, "flags": {d: flags[d] for d in keep},
                              "shares": {d: shares[d] for d in keep if d in shares}})
-        streak = policy.consecutive_drifted(flags, newest)
+        streak = streaks[newest]
         newest_day = date.fromisoformat(newest)
         if streak < mon.consecutive_partitions:
             return dg.SensorResult(skip_reason=f"{newest}: {streak} drifted day(s) in a row", cursor=cursor)
@@ -109,12 +116,16 @@ def build_freshness_sensor(spec: UseCaseSpec, jobs: list) -> dg.SensorDefinition
             if newest is None:
                 return dg.SkipReason("no labelled data yet")
             newest_day = date.fromisoformat(newest)
-            if newest_day < date.fromisoformat(spec.training.train_end) + timedelta(
-                    days=spec.label.delay_days + mon.retrain_eval_days):
-                return dg.SkipReason(f"bootstrap waits for labelled data through {spec.training.train_end}")
-            request = _retrain_request(spec, "bootstrap", newest_day, {"newest_labelled_day": newest},
-                                       run_key=f"bootstrap:{spec.name}")
-            return [request] if request else dg.SkipReason("not enough labelled history")
+            # The first model uses the spec's own windows, once the evaluation days' labels are known.
+            ready = date.fromisoformat(spec.evaluation.end) + timedelta(days=spec.label.delay_days)
+            if newest_day < ready:
+                return dg.SkipReason(f"bootstrap waits for labelled data through {spec.evaluation.end}")
+            plan = policy.RetrainPlan(spec.training.train_start, spec.training.train_end, spec.evaluation.start,
+                                      spec.evaluation.end)
+            tags = policy.run_tags("bootstrap", {"newest_labelled_day": newest, "plan": asdict(plan)},
+                                   asdict(spec.monitoring), newest)
+            return [dg.RunRequest(run_key=f"bootstrap:{spec.name}", job_name=job_names(spec).train,
+                                  run_config=policy.train_run_config(spec, plan), tags=tags)]
         newest = _newest_partition(context.instance, keys.predictions)
         if newest is None:
             return dg.SkipReason("champion has not scored anything yet")
