@@ -17,7 +17,10 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 def build_definitions(resources: dict[str, Any] | None = None) -> dg.Definitions:
     graphs = [build_use_case(spec) for spec in USE_CASES]
-    return dg.Definitions.merge(*graphs, dg.Definitions(resources=resources or build_resources()))
+    # Steps of a run share one process: a run started by the daemon pays the code location's import
+    # once, not once per step (the Kubernetes location gives training jobs a pod per step instead).
+    shared = dg.Definitions(resources=resources or build_resources(), executor=dg.in_process_executor)
+    return dg.Definitions.merge(*graphs, shared)
 
 
 defs = build_definitions()

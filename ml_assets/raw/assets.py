@@ -5,6 +5,7 @@ Each daily table is a multi-asset: the valid rows (`raw_<table>`) and the quaran
 rule fails before anything is written, so the previous good version of every file stays in place.
 """
 
+from datetime import timedelta
 from typing import Any
 
 import dagster as dg
@@ -19,6 +20,9 @@ from resources.lakehouse import LakehouseResource
 from resources.sources import RawSourceResource, SourceReadError
 
 CONTRACT_CHECK = "contract"
+# A daily feed is late when nothing landed for more than a day (warn) or a day and a half (fail);
+# the freshness daemon evaluates it and the freshness sensor reports failures.
+RAW_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=36), warn_window=timedelta(hours=26))
 _RAW_DATE = "_partition_date"
 _MODULES = [__name__, "resources.sources", "ml_assets.raw.contracts"]
 
@@ -46,7 +50,7 @@ def _daily(spec: UseCaseSpec, table: SourceTableSpec) -> dg.AssetsDefinition:
     @dg.multi_asset(
         specs=[
             dg.AssetSpec(key, description=f"Raw `{table.name}` rows that passed the contract. {table.description}",
-                         kinds={"polars", "parquet"}, **common),
+                         kinds={"polars", "parquet"}, freshness_policy=RAW_FRESHNESS, **common),
             dg.AssetSpec(qkey, description=f"Rows of `{table.name}` that broke a row-level contract rule, with the "
                          "rule (`_rule`). Kept for inspection and replay; never used downstream.",
                          kinds={"polars", "parquet"}, **common),
