@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from benchmarks.measure import rate_summary, run_worker, summary
-from benchmarks.scaled_data import ScaledInputs, build_scales
+from benchmarks.scaled_data import ScaledInputs, build_scales, cached_scales
 from ml_assets.features.compute import EVENT_ID
 from ml_assets.spec import UseCaseSpec
 
@@ -86,18 +86,26 @@ def _result(inputs: ScaledInputs, runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def run(spec: UseCaseSpec, workdir: str, config: FeatureConfig, log=print) -> dict[str, Any]:
+def output_path(workdir: str, scale: float, impl: str) -> str:
+    return os.path.join(workdir, f"x{scale:g}", "out", f"{impl}.parquet")
+
+
+def run(spec: UseCaseSpec, workdir: str, config: FeatureConfig, cache_root: str | None = None,
+        log=print) -> dict[str, Any]:
+    """Inputs are built under `cache_root` (reused across runs) if given, else under `workdir`."""
     t0 = time.perf_counter()
-    data = build_scales(spec, list(config.scales), workdir)
-    log(f"  features: inputs for scales {list(config.scales)} written in {time.perf_counter() - t0:.1f} s")
+    scales = list(config.scales)
+    data = cached_scales(spec, scales, cache_root) if cache_root else build_scales(spec, scales, workdir)
+    log(f"  features: inputs for scales {scales} ready in {time.perf_counter() - t0:.1f} s")
     results: dict[str, Any] = {"scales": {}, "data_seconds": time.perf_counter() - t0}
     for scale in config.scales:
         inputs = data[scale]
-        folder = os.path.dirname(inputs.events)
+        folder = os.path.join(workdir, f"x{scale:g}")
+        os.makedirs(folder, exist_ok=True)
         inputs_json = os.path.join(folder, "inputs.json")
         with open(inputs_json, "w") as handle:
             json.dump(inputs.relations(), handle)
-        outs = {impl: os.path.join(folder, "out", f"{impl}.parquet") for impl in IMPLS}
+        outs = {impl: output_path(workdir, scale, impl) for impl in IMPLS}
         os.makedirs(os.path.join(folder, "out"), exist_ok=True)
         runs: dict[str, list[dict[str, Any]]] = {impl: [] for impl in IMPLS}
         spent = dict.fromkeys(IMPLS, 0.0)

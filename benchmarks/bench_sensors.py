@@ -5,16 +5,19 @@ holding the whole year (both real `Platform.ingest` runs). Measured on each:
 - the instance queries a sensor makes, on the features asset: the newest materialization, the new
   records after a cursor, the newest records of the last 7 partitions, the set of materialized
   partitions, and the latest materialization event;
-- every sensor the code location defines (if any), evaluated as the daemon would: a first tick to
-  obtain a cursor, then the steady-state tick with that cursor is timed.
+- every sensor the code location defines (if any), evaluated as the daemon would, against a landing
+  folder holding the same days: the idle tick (cursor from the previous tick) and, for the new-data
+  sensor, the tick that finds one newly landed day.
 A ratio (365-day median / 10-day median) near 1 means flat.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any
 
 from benchmarks.measure import summary
@@ -47,10 +50,41 @@ def _queries(instance: Any, key: Any) -> dict[str, Callable[[], Any]]:
     }
 
 
-def _sensor_ticks(platform: Any) -> dict[str, Callable[[], Any]]:
-    """Steady-state tick of each sensor (cursor from a first tick), as the daemon evaluates it."""
+def land(spec: UseCaseSpec, folder: str, days: list[date]) -> str:
+    """Write `days` of every partitioned table (and each dimension) in the landing layout sensors read.
+
+    Not `ml_assets.replay.land_day`: it re-reads and re-validates the whole embedded table for every
+    day (~0.3 s/day here), which would cost ~2 minutes of the budget for 365 days.
+    """
+    import polars as pl
+
+    from resources.sources import RawSourceResource, partition_date_expr
+
+    source = RawSourceResource()
+    for table in spec.sources:
+        frame = source.read(table, spec.embedded_package)
+        if not table.partitioned:
+            frame.write_parquet(os.path.join(folder, f"{table.name}.parquet"))
+            continue
+        os.makedirs(os.path.join(folder, table.name), exist_ok=True)
+        wanted = frame.with_columns(partition_date_expr(table).alias("_day")).filter(pl.col("_day").is_in(days))
+        for (day,), part in wanted.partition_by("_day", as_dict=True).items():
+            part.drop("_day").write_parquet(os.path.join(folder, table.name, f"{day.isoformat()}.parquet"))
+    return folder
+
+
+def _sensor_ticks(platform: Any, landing: str) -> dict[str, Callable[[], Any]]:
+    """Each sensor's tick as the daemon evaluates it, with the raw source reading `landing`.
+
+    - idle: the cursor its previous tick returned (nothing new: what runs every 30 s);
+    - new day: for a date cursor (the new-data sensor), the cursor one day back, so the tick finds one
+      landed day and checks it against the instance's materialized partitions.
+    """
     import dagster as dg
 
+    from resources.sources import RawSourceResource
+
+    resources = {**platform.defs.resources, "raw_source": RawSourceResource(kind="landing", landing_uri=landing)}
     ticks: dict[str, Callable[[], Any]] = {}
     for sensor in platform.defs.sensors:
         if isinstance(sensor, dg.AutomationConditionSensorDefinition):
@@ -58,24 +92,32 @@ def _sensor_ticks(platform: Any) -> dict[str, Callable[[], Any]]:
 
         def evaluate(sensor=sensor, cursor=None):
             with dg.build_sensor_context(instance=platform.instance, cursor=cursor, definitions=platform.defs,
-                                         resources=platform.defs.resources) as context:
+                                         resources=resources) as context:
                 return sensor.evaluate_tick(context)
 
-        first = evaluate()
-        ticks[f"sensor:{sensor.name}"] = lambda evaluate=evaluate, c=first.cursor: evaluate(cursor=c)
+        cursor = evaluate().cursor
+        ticks[f"sensor {sensor.name}: idle tick"] = lambda evaluate=evaluate, c=cursor: evaluate(cursor=c)
+        try:
+            previous = (date.fromisoformat(cursor) - timedelta(days=1)).isoformat() if cursor else None
+        except ValueError:
+            previous = None
+        if previous:
+            ticks[f"sensor {sensor.name}: new-day tick"] = lambda evaluate=evaluate, c=previous: evaluate(cursor=c)
     return ticks
 
 
-def run(spec: UseCaseSpec, small: Any, large: Any, small_days: int, large_days: int, config: SensorConfig,
+def run(spec: UseCaseSpec, small: Any, large: Any, days: dict[str, list[date]], workdir: str, config: SensorConfig,
         log=print) -> dict[str, Any]:
-    """`small` / `large`: Platforms whose instances hold `small_days` / `large_days` of history."""
+    """`small` / `large`: Platforms whose instances hold `days["small"]` / `days["large"]` of history."""
     key = UseCaseKeys(spec).features
+    small_days, large_days = len(days["small"]), len(days["large"])
     per_instance: dict[str, dict[str, Callable[[], Any]]] = {}
     errors: dict[str, str] = {}
     for label, platform in (("small", small), ("large", large)):
         fns = _queries(platform.instance, key)
+        landing = land(spec, os.path.join(workdir, f"landing-{label}"), days[label])
         try:
-            fns |= _sensor_ticks(platform)
+            fns |= _sensor_ticks(platform, landing)
         except Exception as exc:  # a sensor that cannot be evaluated here is reported, not hidden
             errors[label] = f"{type(exc).__name__}: {exc}"
         per_instance[label] = fns
@@ -98,5 +140,5 @@ def run(spec: UseCaseSpec, small: Any, large: Any, small_days: int, large_days: 
                          "flat": ratio is not None and ratio <= config.flat_ratio}
     log("  sensors: " + ", ".join(f"{n} {r['ratio']:.2f}x" for n, r in results.items()))
     return {"asset": key.to_user_string(), "history_days": [small_days, large_days], "measurements": results,
-            "sensors_defined": [n for n in names if n.startswith("sensor:")], "errors": errors,
+            "sensors_defined": [n for n in names if n.startswith("sensor ")], "errors": errors,
             "flat_ratio": config.flat_ratio}

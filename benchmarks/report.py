@@ -113,8 +113,15 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             out.append(_target(f"Ingest {i['first']}..{i['last']} as one run",
                                f"{i['wall_s']:.0f} s; {i['outside_our_code_share']:.0%} outside our code", "(reported)",
                                None))
+    if "replay" in results:
+        r = results["replay"]
+        out.append(_target(f"Replay {r['first']}..{r['last']} through the sensors ({r['runs']} runs)",
+                           f"{r['wall_s']:.0f} s; {r['outside_our_code_share']:.0%} Dagster inside runs, "
+                           f"{r['outside_runs_s'] / r['wall_s']:.0%} outside runs", "(reported)", None))
     if "sensors" in results:
-        s = results["sensors"]["measurements"]
+        measured = results["sensors"]["measurements"]
+        # The verdict is on the sensors themselves when the code location defines some; queries are diagnostics.
+        s = {n: m for n, m in measured.items() if n.startswith("sensor ")} or measured
         worst = max(s.items(), key=lambda kv: kv[1]["ratio"] or 0.0)
         flat = all(m["flat"] for m in s.values())
         days = results["sensors"]["history_days"]
@@ -188,6 +195,17 @@ def markdown(results: dict[str, Any]) -> str:
                          f"outside ({i['outside_our_code_share']:.0%})"])
             for key, s in sorted(i["steps"].items(), key=lambda kv: -kv[1]["step_s"]):
                 rows.append([f"  step {key}", f"{s['body_s']:.1f} body + {s['after_body_s']:.1f} Dagster"])
+        lines += _table(["Measure", "Seconds"], rows)
+    if "replay" in results:
+        r = results["replay"]
+        lines += ["", f"Replay {r['first']}..{r['last']} through the sensors (ticks every {r['days_per_tick']} days), "
+                  "seconds:", ""]
+        rows = [["wall", f"{r['wall_s']:.1f}"], ["inside runs", f"{r['seconds_in_runs']:.1f}"],
+                ["  in asset bodies (our code)", f"{r['body_s']:.1f}"],
+                ["  Dagster (run/step/event overhead)", f"{r['dagster_in_runs_s']:.1f}"],
+                ["outside runs (landing files, sensor ticks, report)", f"{r['outside_runs_s']:.1f}"]]
+        rows += [[f"  job {name} ({j['runs']} runs)", f"{j['body_s']:.1f} body / {j['step_s']:.1f} steps"]
+                 for name, j in r["per_job"].items()]
         lines += _table(["Measure", "Seconds"], rows)
     if "sensors" in results:
         s = results["sensors"]

@@ -4,7 +4,9 @@
     python -m benchmarks.run --mode tiny     # seconds: the smoke test's harness check
     python -m benchmarks.run --sections features,training --out /tmp/bench
 
-Writes `<out>/bench-<UTC time>.json` and `.md`, and `latest.json` / `latest.md` beside them.
+Writes `<out>/bench-<UTC time>.json` and `.md`, and `latest.json` / `latest.md` beside them. The
+scaled inputs (30x = 10.1M flights) are cached under `<out>/data/<key>` and rebuilt when the source
+data, the label definition or the generator changes (`--no-cache` rebuilds them in a temp dir).
 Sections run one after another (never in parallel: 2 cores), each comparing its variants
 interleaved within this one run; see `benchmarks/measure.py` for why.
 """
@@ -28,6 +30,8 @@ from benchmarks import bench_features, bench_orchestration, bench_profiling, ben
 from benchmarks.measure import REPO_ROOT, machine
 
 SECTIONS = ("features", "profiling", "training", "orchestration", "sensors")
+# Not in the default run: the full-year replay through the sensors takes longer than the whole budget.
+OPTIONAL = ("replay",)
 
 
 @dataclass(frozen=True)
@@ -40,12 +44,13 @@ class Plan:
 
 
 PLANS = {
-    # Budget: ~10 min on 2 cores. The 30x configs that take minutes per run get one run each.
+    # Budget: ~10 min on 2 cores, of which the platform's own feature function at 30x (2-4 min, see
+    # FINDINGS.md) and the year ingest (~2.5 min) take more than half: 30x configs run once each.
     "full": Plan(
-        features=bench_features.FeatureConfig(scales=(1, 10, 30), reps={1: 3, 10: 2, 30: 2}, budget_seconds=60),
+        features=bench_features.FeatureConfig(scales=(1, 10, 30), reps={1: 3, 10: 2, 30: 1}, budget_seconds=40),
         profiling=bench_profiling.ProfilingConfig(days=60, one_call_rows=30_000, reps=3),
-        training=bench_training.TrainingConfig(epochs=3, reps=3),
-        orchestration=bench_orchestration.OrchestrationConfig(import_reps=5, step_reps=2),
+        training=bench_training.TrainingConfig(epochs=3, reps=2, dataloader_rows=40_000),
+        orchestration=bench_orchestration.OrchestrationConfig(import_reps=4, step_reps=2),
     ),
     # The smoke test: every code path, tiny inputs, one repetition, no multiprocess runs.
     "tiny": Plan(
@@ -110,6 +115,8 @@ def _orchestration_and_sensors(spec: Any, plan: Plan, sections: tuple[str, ...],
     """Import / per-step figures, then the year ingest, whose instance the sensor section reuses."""
     from datetime import date, timedelta
 
+    from ml_assets.spec import date_range
+
     cfg = plan.orchestration
     orch: dict[str, Any] = {}
     if "orchestration" in sections:
@@ -130,13 +137,14 @@ def _orchestration_and_sensors(spec: Any, plan: Plan, sections: tuple[str, ...],
             small_root = bench_orchestration.lakehouse_root(workdir, "lake-small")
             with clock.section("sensors"), \
                     bench_orchestration.ingested(spec, cfg.ingest_first, small_last, small_root) as (small, _):
-                results["sensors"] = bench_sensors.run(spec, small, year, cfg.history_days_small, _days(cfg),
-                                                       plan.sensors, log=_log)
+                days = {"small": date_range(cfg.ingest_first, small_last),
+                        "large": date_range(cfg.ingest_first, cfg.ingest_last)}
+                results["sensors"] = bench_sensors.run(spec, small, year, days, workdir, plan.sensors, log=_log)
     if "orchestration" in sections:
         results["orchestration"] = orch
 
 
-def run(mode: str, sections: tuple[str, ...], out_dir: str) -> dict[str, Any]:
+def run(mode: str, sections: tuple[str, ...], out_dir: str, cache_root: str | None) -> dict[str, Any]:
     from ml_assets.usecases import FLIGHT_DELAY as spec
 
     plan = PLANS[mode]
@@ -152,10 +160,10 @@ def run(mode: str, sections: tuple[str, ...], out_dir: str) -> dict[str, Any]:
         if "features" in sections:
             _log(f"[features] scales {list(plan.features.scales)}")
             with clock.section("features"):
-                results["features"] = bench_features.run(spec, workdir, plan.features, log=_log)
-            scale_dir = os.path.join(workdir, f"x{base_scale:g}")
-            feature_path = os.path.join(scale_dir, "out", "ours.parquet")
-            labels_path = os.path.join(scale_dir, "labels.parquet")
+                results["features"] = bench_features.run(spec, workdir, plan.features, cache_root=cache_root,
+                                                         log=_log)
+            feature_path = bench_features.output_path(workdir, base_scale, "ours")
+            labels_path = results["features"]["scales"][f"{base_scale:g}"]["inputs"]["labels"]
         elif {"profiling", "training"} & set(sections):
             with clock.section("inputs"):
                 feature_path, labels_path = _feature_inputs(spec, base_scale, workdir)
@@ -173,6 +181,12 @@ def run(mode: str, sections: tuple[str, ...], out_dir: str) -> dict[str, Any]:
                 results["training"] = bench_training.run(spec, feature_path, labels_path, plan.training, log=_log)
         if {"orchestration", "sensors"} & set(sections):
             _orchestration_and_sensors(spec, plan, sections, workdir, results, clock)
+        if "replay" in sections:
+            cfg = plan.orchestration
+            _log(f"[replay] {cfg.ingest_first}..{cfg.ingest_last}, sensors every {cfg.replay_days_per_tick} day(s)")
+            with clock.section("replay"):
+                results["replay"] = bench_orchestration.replay(spec, workdir, cfg.ingest_first, cfg.ingest_last,
+                                                               cfg.replay_days_per_tick)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     results["meta"]["wall_s"] = time.perf_counter() - t0
@@ -202,15 +216,17 @@ def _write(results: dict[str, Any], out_dir: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", choices=sorted(PLANS), default="full")
-    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated subset of {SECTIONS + OPTIONAL}")
     parser.add_argument("--out", default=os.path.join(REPO_ROOT, "benchmarks", "results"))
+    parser.add_argument("--no-cache", action="store_true", help="rebuild the scaled inputs in a temp dir")
     args = parser.parse_args(argv)
     sections = tuple(s for s in args.sections.split(",") if s)
-    unknown = set(sections) - set(SECTIONS)
+    unknown = set(sections) - set(SECTIONS) - set(OPTIONAL)
     if unknown:
         parser.error(f"unknown section(s) {sorted(unknown)}")
     os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")
-    run(args.mode, sections, args.out)
+    run(args.mode, sections, args.out, None if args.no_cache else os.path.join(args.out, "data"))
     return 0
 
 

@@ -59,8 +59,8 @@ def proposed_feature_sql(spec: UseCaseSpec) -> str:
         windows = sorted({w for r in fs.rolling_rates for w in r.windows_days})
         ctes += [
             # Every label day any event of this range can read, as a dense calendar.
-            f"span AS (SELECT min({EVENT_DATE}) - {delay + max_w - 1} AS lo, max({EVENT_DATE}) - {delay} AS hi "
-            "FROM base)",
+            f"span AS (SELECT min({event_date_sql(spec)}) - {delay + max_w - 1} AS lo, "
+            f"max({event_date_sql(spec)}) - {delay} AS hi FROM events e)",
             "cal AS (SELECT CAST(unnest(range(lo::TIMESTAMP, hi::TIMESTAMP + INTERVAL 1 DAY, INTERVAL 1 DAY)) AS DATE) "
             "AS label_date FROM span)",
             f"label_days AS (SELECT {EVENT_DATE} AS label_date, count(*)::DOUBLE AS n, "
