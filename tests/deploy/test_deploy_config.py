@@ -27,7 +27,7 @@ def test_production_code_location_runs_training_jobs_on_step_pods(location):
     repo = location["defs"].get_repository_def()
     executors = {job.name: job.executor_def.name for job in repo.get_all_jobs()}
     assert {name for name, executor in executors.items() if executor == "k8s_step_pods"} == TRAIN_JOBS
-    assert executors["flight_delay__ingest"] == executors["flight_delay__score"] == "multi_or_in_process_executor"
+    assert executors["flight_delay__ingest"] == executors["flight_delay__score"] == "in_process"
     for name in TRAIN_JOBS:
         assert repo.get_job(name).tags["ml/compute"] == "training"
     # A sensor that requests a training job requests the Kubernetes one (one definition per name).
