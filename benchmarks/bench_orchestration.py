@@ -131,9 +131,12 @@ def ingested(spec: UseCaseSpec, first: str, last: str, root: str) -> Iterator[tu
     from ml_assets.definitions import build_definitions
     from ml_assets.runner import Platform
     from resources import build_resources
+    from resources.sources import RawSourceResource
 
+    # The embedded package, whatever ML_LANDING_URI says (the Makefile points it at ./.landing).
+    resources = build_resources(lakehouse_root=root) | {"raw_source": RawSourceResource()}
     with dg.instance_for_test() as instance:
-        platform = Platform(build_definitions(build_resources(lakehouse_root=root)), instance, log_level="ERROR")
+        platform = Platform(build_definitions(resources), instance, log_level="ERROR")
         start = time.perf_counter()
         result = platform.ingest(spec, first, last)
         wall = time.perf_counter() - start
@@ -148,6 +151,14 @@ def ingested(spec: UseCaseSpec, first: str, last: str, root: str) -> Iterator[tu
         }
 
 
+def code_location_executor() -> str:
+    """The executor runs launched from the code location use (the per-step verdict applies to it)."""
+    from ml_assets.definitions import defs
+
+    executor = defs.executor
+    return getattr(executor, "name", None) or "multi_or_in_process (Dagster default: multiprocess)"
+
+
 def run_static(config: OrchestrationConfig, log=print) -> dict[str, Any]:
     """Import and per-step figures (no data needed)."""
     imports = import_times(config.import_reps)
@@ -156,8 +167,9 @@ def run_static(config: OrchestrationConfig, log=print) -> dict[str, Any]:
     steps = step_overhead(config.step_reps, config.multiprocess)
     parts = [f"{m} {steps[m]['per_step_s']:.2f} s/step, {steps[m]['per_run_s']:.2f} s/run"
              for m in ("in_process", "multiprocess", "forkserver") if m in steps]
-    log("  steps: " + "; ".join(parts))
-    return {"imports": imports, "steps": steps}
+    executor = code_location_executor()
+    log("  steps: " + "; ".join(parts) + f" (the code location's executor: {executor})")
+    return {"imports": imports, "steps": steps, "code_location_executor": executor}
 
 
 def lakehouse_root(workdir: str, name: str) -> str:

@@ -92,13 +92,15 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                            f"{o['imports']['seconds']['dagster']['min']:.2f} s)", "< 1.5 s", imp < TARGETS["import_s"]))
         steps = o["steps"]
         inproc = steps["in_process"]["per_step_s"]
+        executor = o.get("code_location_executor", "")
         if "multiprocess" in steps:
             mp = steps["multiprocess"]["per_step_s"]
             fsrv = steps["forkserver"]["per_step_s"]
-            out.append(_target("Per-step overhead < 0.5 s", f"in-process {inproc:.2f} s; multiprocess {mp:.2f} s "
-                               f"(forkserver + preload {fsrv:.2f} s)", "< 0.5 s",
-                               inproc < TARGETS["per_step_s"] and mp < TARGETS["per_step_s"],
-                               "runs the platform launches itself are in-process"))
+            used = inproc if executor == "in_process" else mp
+            out.append(_target("Per-step overhead < 0.5 s",
+                               f"in-process {inproc:.2f} s (the code location's executor: {executor}); multiprocess "
+                               f"{mp:.2f} s, with a preloading forkserver {fsrv:.2f} s", "< 0.5 s",
+                               used < TARGETS["per_step_s"]))
         else:
             out.append(_target("Per-step overhead < 0.5 s", f"in-process {inproc:.2f} s", "< 0.5 s",
                                inproc < TARGETS["per_step_s"]))
@@ -144,6 +146,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [f"Measured {meta['started']} on {meta['machine']['cpus']} cores / {meta['machine']['memory_gib']} GiB "
              f"(commit {meta['commit']}, mode `{meta['mode']}`, `make bench` wall time {meta['wall_s']:.0f} s). "
              "Rates are best / median of the repetitions (n in the JSON); ratios use the best runs.", ""]
+    if results.get("errors"):
+        lines += [f"**Failed sections: {', '.join(sorted(results['errors']))}** (tracebacks in the JSON).", ""]
     lines += _table(["Target", "Measured", "Goal", "Verdict"],
                     [[t["target"], t["measured"], t["goal"], _verdict(t["met"])] for t in results["targets"]])
     if "features" in results:

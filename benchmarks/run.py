@@ -80,6 +80,18 @@ def _log(message: str) -> None:
     print(message, flush=True)
 
 
+def _guarded(results: dict[str, Any], name: str, fn: Any) -> Any:
+    """Run one section; a failure is recorded (and fails the run at the end) instead of losing the others."""
+    try:
+        return fn()
+    except Exception:
+        import traceback
+
+        results.setdefault("errors", {})[name] = traceback.format_exc()
+        _log(f"  {name} FAILED:\n{traceback.format_exc()}")
+        return None
+
+
 class _Clock:
     """Wall seconds per section, kept in the results' metadata (to watch the 10-minute budget)."""
 
@@ -120,6 +132,7 @@ def _orchestration_and_sensors(spec: Any, plan: Plan, sections: tuple[str, ...],
     cfg = plan.orchestration
     orch: dict[str, Any] = {}
     if "orchestration" in sections:
+        results["orchestration"] = orch  # filled in as the parts complete
         _log("[orchestration] imports and per-step overhead")
         with clock.section("orchestration"):
             orch |= bench_orchestration.run_static(cfg, log=_log)
@@ -140,8 +153,6 @@ def _orchestration_and_sensors(spec: Any, plan: Plan, sections: tuple[str, ...],
                 days = {"small": date_range(cfg.ingest_first, small_last),
                         "large": date_range(cfg.ingest_first, cfg.ingest_last)}
                 results["sensors"] = bench_sensors.run(spec, small, year, days, workdir, plan.sensors, log=_log)
-    if "orchestration" in sections:
-        results["orchestration"] = orch
 
 
 def run(mode: str, sections: tuple[str, ...], out_dir: str, cache_root: str | None) -> dict[str, Any]:
@@ -155,44 +166,53 @@ def run(mode: str, sections: tuple[str, ...], out_dir: str, cache_root: str | No
     workdir = tempfile.mkdtemp(prefix="bench-")
     clock = _Clock(results["meta"].setdefault("section_seconds", {}))
     try:
-        base_scale = 1 if 1 in plan.features.scales else min(plan.features.scales)
-        feature_path = labels_path = ""
-        if "features" in sections:
-            _log(f"[features] scales {list(plan.features.scales)}")
-            with clock.section("features"):
-                results["features"] = bench_features.run(spec, workdir, plan.features, cache_root=cache_root,
-                                                         log=_log)
-            feature_path = bench_features.output_path(workdir, base_scale, "ours")
-            labels_path = results["features"]["scales"][f"{base_scale:g}"]["inputs"]["labels"]
-        elif {"profiling", "training"} & set(sections):
-            with clock.section("inputs"):
-                feature_path, labels_path = _feature_inputs(spec, base_scale, workdir)
-        if "profiling" in sections:
-            _log("[profiling]")
-            feature_rate = None
-            if "features" in results:
-                ours = results["features"]["scales"][f"{base_scale:g}"]["impls"]["ours"]
-                feature_rate = ours["rows_per_s"]["best"]
-            with clock.section("profiling"):
-                results["profiling"] = bench_profiling.run(spec, feature_path, plan.profiling, feature_rate, log=_log)
-        if "training" in sections:
-            _log("[training]")
-            with clock.section("training"):
-                results["training"] = bench_training.run(spec, feature_path, labels_path, plan.training, log=_log)
-        if {"orchestration", "sensors"} & set(sections):
-            _orchestration_and_sensors(spec, plan, sections, workdir, results, clock)
-        if "replay" in sections:
-            cfg = plan.orchestration
-            _log(f"[replay] {cfg.ingest_first}..{cfg.ingest_last}, sensors every {cfg.replay_days_per_tick} day(s)")
-            with clock.section("replay"):
-                results["replay"] = bench_orchestration.replay(spec, workdir, cfg.ingest_first, cfg.ingest_last,
-                                                               cfg.replay_days_per_tick)
+        _sections(spec, plan, sections, workdir, cache_root, results, clock)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     results["meta"]["wall_s"] = time.perf_counter() - t0
-    results["targets"] = report.targets(results)
+    results["targets"] = _guarded(results, "report", lambda: report.targets(results)) or []
     _write(results, out_dir)
     return results
+
+
+def _sections(spec: Any, plan: Plan, sections: tuple[str, ...], workdir: str, cache_root: str | None,
+              results: dict[str, Any], clock: _Clock) -> None:
+    base_scale = 1 if 1 in plan.features.scales else min(plan.features.scales)
+    key = f"{base_scale:g}"
+    if "features" in sections:
+        _log(f"[features] scales {list(plan.features.scales)}")
+        with clock.section("features"):
+            _guarded(results, "features", lambda: results.__setitem__(
+                "features", bench_features.run(spec, workdir, plan.features, cache_root=cache_root, log=_log)))
+    paths: tuple[str, str] | None = None
+    if "features" in results and key in results["features"]["scales"]:
+        paths = (bench_features.output_path(workdir, base_scale, "ours"),
+                 results["features"]["scales"][key]["inputs"]["labels"])
+    elif {"profiling", "training"} & set(sections):
+        with clock.section("inputs"):
+            paths = _guarded(results, "inputs", lambda: _feature_inputs(spec, base_scale, workdir))
+    if "profiling" in sections and paths:
+        _log("[profiling]")
+        feature_rate = None
+        if "features" in results:
+            feature_rate = results["features"]["scales"][key]["impls"]["ours"]["rows_per_s"]["best"]
+        with clock.section("profiling"):
+            _guarded(results, "profiling", lambda: results.__setitem__(
+                "profiling", bench_profiling.run(spec, paths[0], plan.profiling, feature_rate, log=_log)))
+    if "training" in sections and paths:
+        _log("[training]")
+        with clock.section("training"):
+            _guarded(results, "training", lambda: results.__setitem__(
+                "training", bench_training.run(spec, paths[0], paths[1], plan.training, log=_log)))
+    if {"orchestration", "sensors"} & set(sections):
+        _guarded(results, "orchestration", lambda: _orchestration_and_sensors(spec, plan, sections, workdir,
+                                                                             results, clock))
+    if "replay" in sections:
+        cfg = plan.orchestration
+        _log(f"[replay] {cfg.ingest_first}..{cfg.ingest_last}, sensors every {cfg.replay_days_per_tick} day(s)")
+        with clock.section("replay"):
+            _guarded(results, "replay", lambda: results.__setitem__("replay", bench_orchestration.replay(
+                spec, workdir, cfg.ingest_first, cfg.ingest_last, cfg.replay_days_per_tick)))
 
 
 def _days(cfg: bench_orchestration.OrchestrationConfig) -> int:
@@ -226,7 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown section(s) {sorted(unknown)}")
     os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")
-    run(args.mode, sections, args.out, None if args.no_cache else os.path.join(args.out, "data"))
+    results = run(args.mode, sections, args.out, None if args.no_cache else os.path.join(args.out, "data"))
+    if results.get("errors"):
+        _log(f"FAILED sections: {sorted(results['errors'])}")
+        return 1
     return 0
 
 
