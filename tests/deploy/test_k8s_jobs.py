@@ -357,9 +357,9 @@ def pod_environment(container: dict[str, Any], stores: dict[tuple[str, str], dic
 
 def test_run_pod_command_runs_the_ingest_run_to_success(instance, workspace, deploy_env, lakehouse, tmp_path):
     RecordingApi.reset()
-    # in_process keeps the test fast; the production default (a subprocess per step inside the pod) runs the
-    # same `dagster api execute_run` command.
-    run = launch(instance, workspace, INGEST_JOB, run_config={"execution": {"config": {"in_process": {}}}},
+    # Light jobs run their steps in the run pod's process (the code location's default executor); the
+    # training jobs use a pod per step (k8s_job_executor).
+    run = launch(instance, workspace, INGEST_JOB, run_config={},
                  tags={"dagster/asset_partition_range_start": "2013-01-01",
                        "dagster/asset_partition_range_end": "2013-01-02"})
     job = manifest(RecordingApi.jobs[f"dagster-run-{run.run_id}"])
