@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 
 export DAGSTER_HOME        ?= $(CURDIR)/.dagster_home
 export ML_LAKEHOUSE_ROOT   ?= $(CURDIR)/.lakehouse
-export ML_LANDING_URI      ?= $(CURDIR)/.landing
+ML_LANDING_URI            ?= $(CURDIR)/.landing
 export WHYLOGS_NO_ANALYTICS := True
 
 .PHONY: install home demo quickstart test test-fast ui lint validate bench clean ui-readonly test-deploy deploy-prereqs
@@ -25,7 +25,7 @@ home:
 
 # The full-year replay through the sensors (+ reproduction and a summary) into the project instance.
 demo: install home
-	$(BIN)/mlp demo
+	ML_LANDING_URI=$(ML_LANDING_URI) $(BIN)/mlp demo
 
 # The batch path without sensors: Jan-Feb ingest, train on January, evaluate, score February.
 quickstart: install home
@@ -41,7 +41,7 @@ test-fast: install
 
 # Webserver + daemon on the same instance, so sensors and schedules run.
 ui: install home
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	ML_LANDING_URI=$(ML_LANDING_URI) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 validate: install home
 	$(BIN)/dagster definitions validate -w workspace.yaml

@@ -11,6 +11,8 @@ import dagster as dg
 import pytest
 
 os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")
+# Tests choose their sources and lakehouses explicitly: never the developer's landing folder.
+os.environ.pop("ML_LANDING_URI", None)
 
 from ml_assets.definitions import build_definitions
 from ml_assets.runner import Platform
