@@ -28,11 +28,15 @@ def test_two_runs_of_one_partition_do_not_overlap(tmp_path, spec):
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     env = {**os.environ, "DAGSTER_HOME": str(home)}
+    # Create the instance's storage first: two processes migrating a fresh SQLite database race.
+    instance = dg.DagsterInstance.from_config(str(home))
+    instance.get_runs(limit=1)
+    instance.get_latest_materialization_event(dg.AssetKey("warm_up"))
+    instance.all_instigator_state()
     procs = [subprocess.Popen([sys.executable, "-c", RUN, str(tmp_path / "lake")], env=env, stdout=subprocess.PIPE,
                               text=True) for _ in range(2)]
     run_ids = [p.communicate(timeout=240)[0].strip().splitlines()[-1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0]
-    instance = dg.DagsterInstance.from_config(str(home))
     spans = []
     for run_id in run_ids:
         logs = instance.all_logs(run_id)
