@@ -46,19 +46,30 @@ def _feature_targets(features: dict[str, Any]) -> list[dict[str, Any]]:
     scales = features["scales"]
     top = max(scales, key=float)
     impls = scales[top]["impls"]
-    ours, pandas, proposed = impls["ours"], impls["pandas"], impls["proposed"]
-    vs_pandas = ours["rows_per_s"]["best"] / pandas["rows_per_s"]["best"]
-    prop_vs_pandas = proposed["rows_per_s"]["best"] / pandas["rows_per_s"]["best"]
+    ours, proposed = impls["ours"], impls["proposed"]
+    # vs pandas at the largest scale pandas ran at (the default run skips it at 30x for time).
+    with_pandas = max((s for s in scales if "pandas" in scales[s]["impls"]), key=float)
+    at = scales[with_pandas]["impls"]
+    vs_pandas = at["ours"]["rows_per_s"]["best"] / at["pandas"]["rows_per_s"]["best"]
+    prop_vs_pandas = at["proposed"]["rows_per_s"]["best"] / at["pandas"]["rows_per_s"]["best"]
     bpr = ours["peak_mem_bytes_per_row"]
+    # Linearity: the marginal bytes per extra row between the two largest scales.
+    big = sorted(scales, key=float)[-2:]
+    marginal = ""
+    if len(big) == 2:
+        (a, b) = (scales[x] for x in big)
+        extra = b["inputs"]["rows"] - a["inputs"]["rows"]
+        slope = (b["impls"]["ours"]["peak_mem_bytes"]["min"] - a["impls"]["ours"]["peak_mem_bytes"]["min"]) / extra
+        marginal = f"; marginal x{big[0]}->x{big[1]}: {slope:.0f} B/row"
     return [
-        _target(f"Features >= 3x pandas (x{top})", f"{vs_pandas:.2f}x (proposed query: {prop_vs_pandas:.2f}x)",
+        _target(f"Features >= 3x pandas (x{with_pandas})", f"{vs_pandas:.2f}x (proposed query: {prop_vs_pandas:.2f}x)",
                 ">= 3x", vs_pandas >= TARGETS["features_vs_pandas"]),
         _target(f"Features >= 2M rows/s (x{top})",
                 f"{_fmt_rate(ours['rows_per_s']['best'])} rows/s "
                 f"(proposed: {_fmt_rate(proposed['rows_per_s']['best'])})",
                 ">= 2M rows/s", ours["rows_per_s"]["best"] >= TARGETS["features_rows_per_s"]),
         _target(f"Feature peak memory <= 250 B/row, linear (x{top})",
-                f"{bpr:.0f} B/row (proposed: {proposed['peak_mem_bytes_per_row']:.0f})", "<= 250 B/row",
+                f"{bpr:.0f} B/row{marginal} (proposed: {proposed['peak_mem_bytes_per_row']:.0f})", "<= 250 B/row",
                 bpr <= TARGETS["features_bytes_per_row"]),
     ]
 
@@ -83,7 +94,9 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(_target("Training >= 80% of the dense-tensor limit", f"{t['train_model_share_of_limit']:.0%} "
                            f"(batch loop alone {t['batch_loop_share_of_limit']:.0%})", ">= 80%",
                            t["train_model_share_of_limit"] >= TARGETS["training_share"]))
-        out.append(_target("Batch scoring >= 90% of the raw forward pass", f"{t['score_share_of_raw_forward']:.0%}",
+        out.append(_target("Batch scoring >= 90% of the raw forward pass",
+                           f"{t['score_share_of_raw_forward']:.0%} (its batched forward on pre-encoded tensors: "
+                           f"{t['predict_proba_share_of_raw_forward']:.0%}; the gap is Polars-to-tensor encoding)",
                            ">= 90%", t["score_share_of_raw_forward"] >= TARGETS["scoring_share"]))
     if "orchestration" in results:
         o = results["orchestration"]
@@ -156,11 +169,18 @@ def markdown(results: dict[str, Any]) -> str:
         rows = []
         for scale, r in results["features"]["scales"].items():
             i = r["impls"]
-            rows.append([f"x{scale} ({r['inputs']['rows'] / 1e6:.2f}M rows)"]
-                        + [f"{_bm(i[k]['rows_per_s'])} ({i[k]['peak_mem_bytes_per_row']:.0f} B/row, "
-                           f"n={i[k]['seconds']['n']})" for k in ("ours", "pandas", "proposed", "floor")]
-                        + [_x(i["ours"]["rows_per_s"]["best"] / i["pandas"]["rows_per_s"]["best"]),
-                           _x(i["ours"]["rows_per_s"]["best"] / i["floor"]["rows_per_s"]["best"])])
+
+            def cell(k: str, i: dict[str, Any] = i) -> str:
+                if k not in i:
+                    return "not run"
+                return (f"{_bm(i[k]['rows_per_s'])} ({i[k]['peak_mem_bytes_per_row']:.0f} B/row, "
+                        f"n={i[k]['seconds']['n']})")
+
+            def ratio(k: str, i: dict[str, Any] = i) -> str:
+                return _x(i["ours"]["rows_per_s"]["best"] / i[k]["rows_per_s"]["best"]) if k in i else "-"
+
+            cells = [cell(k) for k in ("ours", "pandas", "proposed", "floor")]
+            rows.append([f"x{scale} ({r['inputs']['rows'] / 1e6:.2f}M rows)", *cells, ratio("pandas"), ratio("floor")])
         lines += _table(["Scale", "Ours (`compute_features`)", "pandas", "Proposed query (FINDINGS)",
                          "Floor (read+write)", "Ours / pandas", "Ours / floor"], rows)
     if "profiling" in results:
@@ -223,4 +243,6 @@ def markdown(results: dict[str, Any]) -> str:
 
 if __name__ == "__main__":
     with open(sys.argv[1]) as handle:
-        print(markdown(json.load(handle)))
+        loaded = json.load(handle)
+    loaded["targets"] = targets(loaded)  # verdicts from the raw figures, with this version's wording
+    print(markdown(loaded))
