@@ -25,7 +25,7 @@ home:
 
 # The full-year replay through the sensors (+ reproduction and a summary) into the project instance.
 demo: install home
-	ML_LANDING_URI=$(ML_LANDING_URI) $(BIN)/mlp demo
+	ML_LANDING_URI=$(ML_LANDING_URI) $(BIN)/mlp --log-level CRITICAL demo
 
 # The batch path without sensors: Jan-Feb ingest, train on January, evaluate, score February.
 quickstart: install home
