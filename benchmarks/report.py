@@ -157,7 +157,8 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def markdown(results: dict[str, Any]) -> str:
     meta = results["meta"]
     lines = [f"Measured {meta['started']} on {meta['machine']['cpus']} cores / {meta['machine']['memory_gib']} GiB "
-             f"(commit {meta['commit']}, mode `{meta['mode']}`, `make bench` wall time {meta['wall_s']:.0f} s). "
+             f"(commit {meta['commit']}, mode `{meta['mode']}`, sections {', '.join(meta['sections'])}; wall time "
+             f"{meta['wall_s']:.0f} s). "
              "Rates are best / median of the repetitions (n in the JSON); ratios use the best runs.", ""]
     if results.get("errors"):
         lines += [f"**Failed sections: {', '.join(sorted(results['errors']))}** (tracebacks in the JSON).", ""]
