@@ -62,7 +62,3 @@ class UseCaseKeys:
     @property
     def realized_performance(self) -> dg.AssetKey:
         return self._key("realized_performance")
-
-    def lake_name(self, key: dg.AssetKey) -> str:
-        """Folder of an asset in the lakehouse (below the use-case folder)."""
-        return key.path[-1]

@@ -35,3 +35,9 @@ def test_summary_rows_for_the_ui():
     assert by_col["temp"]["n"] == 500
     assert by_col["temp"]["mean"] == round(_frame().get_column("temp").mean(), 4)
     assert "AA" in by_col["carrier"]["top"] or "UA" in by_col["carrier"]["top"]
+
+
+def test_summary_counts_each_null_once():
+    frame = pl.DataFrame({"temp": [1.0, None, 3.0, None], "carrier": ["AA", None, "UA", "AA"]})
+    rows = {r["column"]: r for r in wp.summary_rows(wp.profile_frame(frame, ["temp"], ["carrier"]))}
+    assert rows["temp"]["nulls"] == 2

@@ -77,7 +77,8 @@ def summary_rows(view: Any) -> list[dict[str, Any]]:
             {
                 "column": column,
                 "n": int(rec.get("counts/n", 0) or 0),
-                "nulls": int(rec.get("counts/null", 0) or 0) + int(rec.get("counts/nan", 0) or 0),
+                # whylogs counts a numeric null in both counts/null and counts/nan: count it once.
+                "nulls": int(rec.get("counts/null", 0) or 0),
                 "mean": _num(rec.get("distribution/mean")),
                 "p05": _num(rec.get("distribution/q_05")),
                 "median": _num(rec.get("distribution/median")),
