@@ -32,13 +32,16 @@ def write_daily(
     key: dg.AssetKey,
     frame: pl.DataFrame,
     date_column: str,
+    days: list[date] | None = None,
     extra: dict[str, dict[str, Any]] | None = None,
 ) -> None:
-    """Write one file per partition in this run (an empty day is written as an empty file)."""
+    """Write one file per partition in this run, or per day of `days` (an empty day is written as an
+    empty file)."""
     import polars as pl
 
     total = 0
-    for day in partition_days(context):
+    days = partition_days(context) if days is None else days
+    for day in days:
         part = frame.filter(pl.col(date_column) == day)
         receipt = lakehouse.write_parquet(lakehouse.partition_uri(spec.name, key.path[-1], day.isoformat()), part)
         total += part.height
@@ -53,7 +56,8 @@ def write_daily(
             partition_key=day.isoformat(),
             asset_key=key,
         )
-    context.log.info(f"{key.to_user_string()}: wrote {len(context.partition_keys)} partition(s), {total} rows")
+    if days:
+        context.log.info(f"{key.to_user_string()}: wrote {len(days)} partition(s), {total} rows")
 
 
 def read_daily(

@@ -1,6 +1,8 @@
 """Labels, point-in-time features and their whylogs profiles, one daily partition at a time."""
 
 
+import os
+import tempfile
 from datetime import date, timedelta
 
 import dagster as dg
@@ -85,6 +87,8 @@ def _features(spec: UseCaseSpec) -> dg.AssetsDefinition:
         **_defaults(spec, ("features", "label", "event_id_columns")),
     )
     def features(context: dg.AssetExecutionContext, lakehouse: LakehouseResource):
+        import polars as pl
+
         days = tables.partition_days(context)
         events = tables.read_daily(lakehouse, spec, keys.raw(spec.events_table), days)
         lookups = {}
@@ -95,15 +99,27 @@ def _features(spec: UseCaseSpec) -> dg.AssetsDefinition:
                 lookups[table] = read_dimension(lakehouse, spec, table)
         history = [days[0] + timedelta(days=i) for i in range(start_offset, (days[-1] - days[0]).days + end_offset + 1)]
         labels = tables.read_daily(lakehouse, spec, keys.labels, history)
-        frame = compute.compute_features(spec, events, lookups, labels)
-        problems = _feature_problems(spec, frame, days)
-        if problems:
-            fail_contract(context, keys.features, FEATURE_CHECK,
-                          "feature contract broken; nothing was written:\n" + "\n".join(
-                              f"asset {keys.features.to_user_string()}, partition {d}: {p}"
-                              for d, ps in problems.items() for p in ps), problems)
-        context.add_asset_metadata({"feature_sql": dg.MetadataValue.md(f"```sql\n{compute.feature_sql(spec)}\n```")})
-        tables.write_daily(context, lakehouse, spec, keys.features, frame, compute.EVENT_DATE)
+        relations = {"events": events, "labels": labels, **lookups}
+        with tempfile.TemporaryDirectory(prefix="features-") as staging:
+            # Every chunk is checked before any day is written: a broken contract leaves all files as they were.
+            staged, problems = [], {}
+            for i, chunk in enumerate(compute.iter_features(spec, relations)):
+                chunk_days = sorted(set(chunk.get_column(compute.EVENT_DATE)))
+                problems |= _feature_problems(spec, chunk, chunk_days)
+                staged.append((os.path.join(staging, f"{i}.parquet"), chunk_days))
+                chunk.write_parquet(staged[-1][0])
+            if problems:
+                fail_contract(context, keys.features, FEATURE_CHECK,
+                              "feature contract broken; nothing was written:\n" + "\n".join(
+                                  f"asset {keys.features.to_user_string()}, partition {d}: {p}"
+                                  for d, ps in problems.items() for p in ps), problems)
+            sql = compute.feature_sql(spec)
+            context.add_asset_metadata({"feature_sql": dg.MetadataValue.md(f"```sql\n{sql}\n```")})
+            for path, chunk_days in staged:
+                frame = pl.read_parquet(path)
+                tables.write_daily(context, lakehouse, spec, keys.features, frame, compute.EVENT_DATE, chunk_days)
+            empty_days = sorted(set(days) - {d for _, ds in staged for d in ds})  # no events: an empty file
+            tables.write_daily(context, lakehouse, spec, keys.features, frame.clear(), compute.EVENT_DATE, empty_days)
         return dg.MaterializeResult(check_results=[dg.AssetCheckResult(check_name=FEATURE_CHECK, passed=True)])
 
     return features

@@ -9,12 +9,19 @@ Features are DuckDB SQL generated from the use-case spec, so an auditor can read
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
 from typing import TYPE_CHECKING
 
 from ml_assets.spec import UseCaseSpec
 
 if TYPE_CHECKING:
     import polars as pl
+
+    Relation = pl.DataFrame | str | list[str]
 
 EVENT_ID = "event_id"
 EVENT_DATE = "event_date"
@@ -41,80 +48,131 @@ def labels_sql(spec: UseCaseSpec) -> str:
     )
 
 
-def feature_sql(spec: UseCaseSpec) -> str:
-    """The feature query over relations `events`, `labels` and one per lookup table."""
+def _lookup_alias(expr: str, alias: str) -> str:
+    """Lookup expressions are written over aliases `e` (the event) and `t` (the lookup row); each
+    lookup joins under its own alias, so `t.` is renamed."""
+    return re.sub(r"\bt\.", f"{alias}.", expr)
+
+
+def _trailing(name: str, partition: str, days: int) -> str:
+    part = f"PARTITION BY {partition} " if partition else ""
+    return f"{name} AS ({part}ORDER BY c.label_date ROWS BETWEEN {days - 1} PRECEDING AND CURRENT ROW)"
+
+
+@dataclass(frozen=True)
+class Join:
+    relation: str
+    alias: str
+    on: str
+
+
+@dataclass(frozen=True)
+class FeatureQuery:
+    """The feature query in two parts, so a long range can run in bounded memory.
+
+    `history` holds relations computed once over all inputs (deduplicated lookups, trailing label
+    rates per day and key: days x keys rows); `select()` computes the features of the events in
+    relation `base` from them. `sql()` is the whole thing as one query, for reading and auditing.
+    """
+
+    history: dict[str, str]
+    columns: list[str]
+    joins: list[Join]
+    dated: frozenset[str]  # history relations keyed by the event's day (a chunk needs only its days)
+
+    def select(self, narrowed: dict[str, str] | None = None) -> str:
+        """The feature SELECT; `narrowed` replaces a joined relation by a subquery (e.g. one month of it)."""
+        narrowed = narrowed or {}
+        joins = [f"LEFT JOIN {narrowed.get(j.relation, j.relation)} {j.alias} ON {j.on}" for j in self.joins]
+        return ("SELECT " + ",\n  ".join(self.columns) + "\nFROM base e\n" + "\n".join(joins)
+                + f"\nORDER BY e.{EVENT_DATE}, e.{EVENT_ID}")
+
+    def sql(self, base: str) -> str:
+        ctes = [f"base AS ({base})", *(f"{name} AS ({q})" for name, q in self.history.items())]
+        return "WITH " + ",\n".join(ctes) + "\n" + self.select()
+
+
+def feature_query(spec: UseCaseSpec) -> FeatureQuery:
+    """The feature query over relations `events`, `labels` and one per lookup table.
+
+    Cost is linear in rows and in days x keys: trailing label rates are window sums over a dense
+    calendar of daily (key, count) rows, joined to events with one equality join on
+    (event day - label delay, key); lookups join the deduplicated tables on their own keys.
+    """
     fs = spec.features
     delay = spec.label.delay_days
-    ctes = [
-        f"base AS (SELECT e.*, {event_id_sql(spec)} AS {EVENT_ID}, {event_date_sql(spec)} AS {EVENT_DATE} "
-        "FROM events e)",
-        f"targets AS (SELECT DISTINCT {EVENT_DATE} FROM base)",
-    ]
+    history: dict[str, str] = {}
     select = [f"e.{EVENT_ID}", f"e.{EVENT_DATE}"]
     select += [f"{expr} AS {name}" for name, expr in fs.derived.items()]
-    joins: list[str] = []
+    joins: list[Join] = []
 
     for i, lookup in enumerate(fs.lookups):
+        alias = f"t{i}"
         keys = ", ".join(tc for _, tc in lookup.on)
-        on = " AND ".join(f"e.{ec} = t.{tc}" for ec, tc in lookup.on)
-        cols = ", ".join(f"{expr} AS {name}" for name, expr in lookup.columns.items())
         order = ", ".join(c.name for c in spec.source(lookup.table).columns)
         # Deduplicate the table on its join keys deterministically (e.g. repeated DST hours).
-        ctes.append(
-            f"lookup_{i} AS (SELECT e.{EVENT_ID}, {cols} FROM base e LEFT JOIN "
-            f"(SELECT * FROM {lookup.table} QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1) t "
-            f"ON {on})"
-        )
-        joins.append(f"LEFT JOIN lookup_{i} USING ({EVENT_ID})")
-        select += [f"lookup_{i}.{name}" for name in lookup.columns]
+        history[f"lookup_{i}"] = (f"SELECT * FROM {lookup.table} "
+                                  f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1")
+        on = " AND ".join(f"e.{ec} = {alias}.{tc}" for ec, tc in lookup.on)
+        joins.append(Join(f"lookup_{i}", alias, on))
+        select += [f"{_lookup_alias(expr, alias)} AS {name}" for name, expr in lookup.columns.items()]
 
     if fs.rolling_rates:
         max_w = fs.max_window_days
-        ctes.append(
-            f"label_days AS (SELECT {EVENT_DATE} AS label_date, count(*)::DOUBLE AS n, "
-            f"sum(CAST({LABEL} AS INTEGER))::DOUBLE AS pos FROM labels GROUP BY 1)"
-        )
         windows = sorted({w for r in fs.rolling_rates for w in r.windows_days})
+        # Every label day an event may read, as a dense calendar.
+        history["span"] = (f"SELECT min({event_date_sql(spec)}) - {delay + max_w - 1} AS lo, "
+                           f"max({event_date_sql(spec)}) - {delay} AS hi FROM events e")
+        history["cal"] = ("SELECT CAST(unnest(range(lo::TIMESTAMP, hi::TIMESTAMP + INTERVAL 1 DAY, INTERVAL 1 DAY)) "
+                          "AS DATE) AS label_date FROM span")
+        history["label_days"] = (f"SELECT {EVENT_DATE} AS label_date, count(*)::DOUBLE AS n, "
+                                 f"sum(CAST({LABEL} AS INTEGER))::DOUBLE AS pos FROM labels GROUP BY 1")
         prior_cols = ", ".join(
-            f"sum(d.pos) FILTER (WHERE d.label_date > t.{EVENT_DATE} - {delay + w}) / "
-            f"nullif(sum(d.n) FILTER (WHERE d.label_date > t.{EVENT_DATE} - {delay + w}), 0) AS prior_{w}"
+            f"sum(coalesce(d.pos, 0)) OVER w{w} / nullif(sum(coalesce(d.n, 0)) OVER w{w}, 0) AS prior_{w}"
             for w in windows
         )
-        ctes.append(
-            f"prior AS (SELECT t.{EVENT_DATE}, {prior_cols} FROM targets t JOIN label_days d "
-            f"ON d.label_date <= t.{EVENT_DATE} - {delay} AND d.label_date > t.{EVENT_DATE} - {delay + max_w} "
-            "GROUP BY 1)"
-        )
-        joins.append(f"LEFT JOIN prior USING ({EVENT_DATE})")
+        history["prior"] = (f"SELECT c.label_date + {delay} AS {EVENT_DATE}, {prior_cols} "
+                            "FROM cal c LEFT JOIN label_days d USING (label_date) "
+                            "WINDOW " + ", ".join(_trailing(f"w{w}", "", w) for w in windows))
+        joins.append(Join("prior", "prior", f"prior.{EVENT_DATE} = e.{EVENT_DATE}"))
         for rate in fs.rolling_rates:
             keys = ", ".join(rate.keys)
+            k_keys = ", ".join(f"k.{k}" for k in rate.keys)
             sums = ", ".join(
-                f"sum(d.n) FILTER (WHERE d.label_date > t.{EVENT_DATE} - {delay + w}) AS n_{w}, "
-                f"sum(d.pos) FILTER (WHERE d.label_date > t.{EVENT_DATE} - {delay + w}) AS pos_{w}"
+                f"sum(coalesce(d.n, 0)) OVER w{w} AS n_{w}, sum(coalesce(d.pos, 0)) OVER w{w} AS pos_{w}"
                 for w in rate.windows_days
             )
-            ctes.append(
-                f"days_{rate.name} AS (SELECT {EVENT_DATE} AS label_date, {keys}, count(*)::DOUBLE AS n, "
-                f"sum(CAST({LABEL} AS INTEGER))::DOUBLE AS pos FROM labels GROUP BY ALL)"
+            d_on = " AND ".join(["d.label_date = c.label_date", *(f"d.{k} = k.{k}" for k in rate.keys)])
+            history[f"days_{rate.name}"] = (f"SELECT {EVENT_DATE} AS label_date, {keys}, count(*)::DOUBLE AS n, "
+                                            f"sum(CAST({LABEL} AS INTEGER))::DOUBLE AS pos FROM labels GROUP BY ALL")
+            history[f"keys_{rate.name}"] = f"SELECT DISTINCT {keys} FROM days_{rate.name}"
+            history[f"rate_{rate.name}"] = (
+                f"SELECT c.label_date + {delay} AS {EVENT_DATE}, {k_keys}, {sums} "
+                f"FROM cal c CROSS JOIN keys_{rate.name} k LEFT JOIN days_{rate.name} d ON {d_on} "
+                "WINDOW " + ", ".join(_trailing(f"w{w}", k_keys, w) for w in rate.windows_days)
             )
-            ctes.append(
-                f"rate_{rate.name} AS (SELECT t.{EVENT_DATE}, {', '.join(f'd.{k}' for k in rate.keys)}, {sums} "
-                f"FROM targets t JOIN days_{rate.name} d ON d.label_date <= t.{EVENT_DATE} - {delay} "
-                f"AND d.label_date > t.{EVENT_DATE} - {delay + max(rate.windows_days)} GROUP BY ALL)"
-            )
-            on = " AND ".join([f"rate_{rate.name}.{EVENT_DATE} = e.{EVENT_DATE}"] +
-                              [f"rate_{rate.name}.{k} = e.{k}" for k in rate.keys])
-            joins.append(f"LEFT JOIN rate_{rate.name} ON {on}")
+            r = f"r_{rate.name}"
+            on = " AND ".join([f"{r}.{EVENT_DATE} = e.{EVENT_DATE}", *(f"{r}.{k} = e.{k}" for k in rate.keys)])
+            joins.append(Join(f"rate_{rate.name}", r, on))
             for w, name in zip(rate.windows_days, rate.feature_names(), strict=True):
                 select.append(
-                    f"(coalesce(rate_{rate.name}.pos_{w}, 0) + {rate.prior_weight} * prior.prior_{w}) / "
-                    f"(coalesce(rate_{rate.name}.n_{w}, 0) + {rate.prior_weight}) AS {name}"
+                    f"(coalesce({r}.pos_{w}, 0) + {rate.prior_weight} * prior.prior_{w}) / "
+                    f"(coalesce({r}.n_{w}, 0) + {rate.prior_weight}) AS {name}"
                 )
 
-    return (
-        "WITH " + ",\n".join(ctes) + "\nSELECT " + ",\n  ".join(select) + "\nFROM base e\n"
-        + "\n".join(joins) + f"\nORDER BY e.{EVENT_DATE}, e.{EVENT_ID}"
-    )
+    dated = frozenset(j.relation for j in joins if j.relation == "prior" or j.relation.startswith("rate_"))
+    return FeatureQuery(history=history, columns=select, joins=joins, dated=dated)
+
+
+def base_sql(spec: UseCaseSpec, where: str = "") -> str:
+    """The events with their id and day (`where` narrows them, e.g. to one month)."""
+    return (f"SELECT e.*, {event_id_sql(spec)} AS {EVENT_ID}, {event_date_sql(spec)} AS {EVENT_DATE} FROM events e"
+            + (f" WHERE {where}" if where else ""))
+
+
+def feature_sql(spec: UseCaseSpec) -> str:
+    """The whole feature query as one statement (stored in the features asset's metadata)."""
+    return feature_query(spec).sql(base_sql(spec))
 
 
 def feature_columns(spec: UseCaseSpec) -> list[str]:
@@ -133,26 +191,91 @@ def compute_labels(spec: UseCaseSpec, events: pl.DataFrame) -> pl.DataFrame:
 
 def compute_features(
     spec: UseCaseSpec,
-    events: pl.DataFrame,
-    lookups: dict[str, pl.DataFrame],
-    labels: pl.DataFrame,
+    events: Relation,
+    lookups: dict[str, Relation],
+    labels: Relation,
 ) -> pl.DataFrame:
-    """Features for every row of `events`. `labels` may hold any history: only known labels are used."""
+    """Features for every row of `events`, ordered by (day, event id). `labels` may hold any
+    history: only labels known at each event's prediction time are used."""
     import polars as pl
 
-    if labels.is_empty():  # no history yet (the first partition): an empty, typed relation
-        labels = pl.DataFrame(
-            schema={EVENT_ID: pl.String, EVENT_DATE: pl.Date, LABEL: pl.Boolean}
-            | {c: events.schema[c] for c in spec.label.group_columns}
-        )
-    return _run(feature_sql(spec), {"events": events, "labels": labels, **lookups})
+    return pl.concat(iter_features(spec, {"events": events, "labels": labels, **lookups}), how="vertical")
 
 
-def _run(sql: str, relations: dict[str, pl.DataFrame]) -> pl.DataFrame:
+CHUNK_ROWS = 500_000
+
+
+def iter_features(spec: UseCaseSpec, relations: dict[str, Relation], chunk_rows: int = CHUNK_ROWS
+                  ) -> Iterator[pl.DataFrame]:
+    """The features of `relations["events"]` in chunks of whole months (about `chunk_rows` events,
+    never across a year), each ordered by (day, event id); concatenated they are `compute_features`.
+    Peak memory is one chunk's output plus the history relations (days x keys), whatever the range.
+
+    A relation is a Polars frame or Parquet file path(s) that DuckDB reads directly.
+    """
+    query = feature_query(spec)
+    y, m, _ = spec.events.date_columns or ()
+    with _connect(spec, relations) as con:
+        for name, sql in query.history.items():
+            con.execute(f"CREATE TEMP TABLE {name} AS {sql}")
+        months = con.execute(f"SELECT {y}, {m}, count(*) FROM events GROUP BY ALL ORDER BY ALL").fetchall()
+        if not months:  # no events: one empty, typed frame
+            yield con.sql(f"WITH base AS ({base_sql(spec, 'false')})\n{query.select()}").pl()
+        for year, first, last in _month_chunks(months, chunk_rows):
+            lo, hi = date(year, first, 1), date(year + last // 12, last % 12 + 1, 1)
+            in_range = f"{EVENT_DATE} >= DATE '{lo}' AND {EVENT_DATE} < DATE '{hi}'"
+            narrowed = {j.relation: f"(SELECT * FROM {j.relation} WHERE {in_range})"
+                        for j in query.joins if j.relation in query.dated}
+            for i, lookup in enumerate(spec.features.lookups):  # a dated lookup: the same months of it
+                on = dict(lookup.on)
+                if y in on and m in on:
+                    narrowed[f"lookup_{i}"] = (f"(SELECT * FROM lookup_{i} WHERE {on[y]} = {year} "
+                                               f"AND {on[m]} BETWEEN {first} AND {last})")
+            base = base_sql(spec, f"e.{y} = {year} AND e.{m} BETWEEN {first} AND {last}")
+            yield con.sql(f"WITH base AS ({base})\n{query.select(narrowed)}").pl()
+
+
+def _month_chunks(months: list[tuple[int, int, int]], chunk_rows: int) -> Iterator[tuple[int, int, int]]:
+    """(year, first month, last month) runs of consecutive months holding about `chunk_rows` rows."""
+    run: list[tuple[int, int, int]] = []
+    for year, month, rows in months:
+        if run and (year != run[0][0] or sum(r for *_, r in run) + rows > chunk_rows):
+            yield run[0][0], run[0][1], run[-1][1]
+            run = []
+        run.append((year, month, rows))
+    if run:
+        yield run[0][0], run[0][1], run[-1][1]
+
+
+def _run(sql: str, relations: dict[str, Relation]) -> pl.DataFrame:
+    with _connect(None, relations) as con:
+        return con.sql(sql).pl()
+
+
+@contextmanager
+def _connect(spec: UseCaseSpec | None, relations: dict[str, Relation]):
+    """A DuckDB connection with each relation as a view (an empty `labels` becomes a typed empty view)."""
     import duckdb
+    import polars as pl
 
     with duckdb.connect() as con:
         con.execute("SET threads TO 2")
-        for name, frame in relations.items():
-            con.register(name, frame.to_arrow())
-        return con.sql(sql).pl()
+        for name, rel in relations.items():
+            if isinstance(rel, pl.DataFrame):
+                if rel.width:  # a frame without columns is "nothing read" (only labels may be empty)
+                    con.register(name, rel.to_arrow())
+            elif rel:
+                paths = [rel] if isinstance(rel, str) else list(rel)
+                con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({paths!r})")
+        if spec is not None and _is_empty(relations.get("labels")):
+            # No label history yet (the first partitions): same columns, no rows.
+            groups = "".join(f", {c}" for c in spec.label.group_columns)
+            con.execute(f"CREATE OR REPLACE VIEW labels AS SELECT NULL::VARCHAR AS {EVENT_ID}, "
+                        f"NULL::DATE AS {EVENT_DATE}, NULL::BOOLEAN AS {LABEL}{groups} FROM events WHERE false")
+        yield con
+
+
+def _is_empty(rel: Relation | None) -> bool:
+    import polars as pl
+
+    return rel.is_empty() if isinstance(rel, pl.DataFrame) else not rel
