@@ -41,3 +41,44 @@ def test_summary_counts_each_null_once():
     frame = pl.DataFrame({"temp": [1.0, None, 3.0, None], "carrier": ["AA", None, "UA", "AA"]})
     rows = {r["column"]: r for r in wp.summary_rows(wp.profile_frame(frame, ["temp"], ["carrier"]))}
     assert rows["temp"]["nulls"] == 2
+
+
+def _why_log(frame: pl.DataFrame, numeric: list[str], categorical: list[str]):
+    """The reference: whylogs' own pandas path, fed as its documentation does."""
+    import pandas as pd
+
+    why = wp._import_whylogs()
+    data = {c: frame.get_column(c).cast(pl.Float64).to_numpy() for c in numeric}
+    data |= {c: frame.get_column(c).cast(pl.String).to_numpy().astype(object) for c in categorical}
+    return why.log(pandas=pd.DataFrame(data), schema=wp._schema(numeric, categorical)).view()
+
+
+def _same(a, b) -> bool:
+    return a.to_pandas().sort_index().astype(str).equals(b.to_pandas().sort_index().astype(str))
+
+
+def test_columnar_feed_gives_whylogs_own_profile_on_edge_cases():
+    frame = pl.DataFrame({"temp": [1.0, None, float("nan"), float("inf"), -float("inf"), 3.5] * 50,
+                          "seats": [None, 1, 2, 3, 4, 5] * 50,
+                          "carrier": ["AA", None, "UA", "AA", "", "B6"] * 50})
+    for part in (frame, frame.head(1), frame.clear()):
+        assert _same(wp.profile_frame(part, ["temp", "seats"], ["carrier"]),
+                     _why_log(part, ["temp", "seats"], ["carrier"]))
+
+
+def test_columnar_feed_gives_whylogs_own_profile_on_real_feature_partitions(spec):
+    from datetime import date, timedelta
+
+    from ml_assets.features.compute import EVENT_DATE, compute_features, compute_labels
+    from resources.sources import RawSourceResource
+
+    days = [date(2013, 2, 20) + timedelta(days=i) for i in range(4)]
+    source = RawSourceResource()
+    events = source.read(spec.source("flights"), spec.embedded_package, days)
+    lookups = {"weather": source.read(spec.source("weather"), spec.embedded_package, days),
+               "planes": source.read(spec.source("planes"), spec.embedded_package)}
+    features = compute_features(spec, events, lookups, compute_labels(spec, events))
+    numeric, categorical = list(spec.features.numeric), list(spec.features.categorical)
+    for day in days:
+        part = features.filter(pl.col(EVENT_DATE) == day)
+        assert _same(wp.profile_frame(part, numeric, categorical), _why_log(part, numeric, categorical)), day

@@ -4,12 +4,14 @@
 - NumPy 2 removed `np.unicode_`, which whylogs 1.6.4 still calls: we alias it to `np.str_`.
 - Identifier columns are dropped, and only declared categorical columns get frequent-items
   sketches, so no raw identifier or free-text value is ever stored in a profile.
-- Numeric columns are handed over as contiguous float64 arrays (the cheap path in whylogs).
+- Values are split column-wise (Polars / NumPy) before whylogs sees them: its pandas path does that
+  split value by value in Python, which cost 20-60x a Polars summary of the same columns.
 """
 
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -44,16 +46,76 @@ def _schema(numeric: list[str], categorical: list[str]):
     return DeclarativeSchema(specs)
 
 
-def profile_frame(frame: pl.DataFrame, numeric: list[str], categorical: list[str]) -> Any:
-    """A whylogs DatasetProfileView of the given columns (identifiers must not be among them)."""
+@lru_cache(maxsize=16)
+def _resolved_schema(numeric: tuple[str, ...], categorical: tuple[str, ...]) -> Any:
+    """The schema resolved once from an empty frame of the same dtypes (what `why.log` does with
+    every batch); a profile built on it creates its column profiles up front."""
     import pandas as pd
+
+    schema = _schema(list(numeric), list(categorical))
+    schema.resolve(pandas=pd.DataFrame({c: pd.Series([], dtype="float64") for c in numeric}
+                                       | {c: pd.Series([], dtype=object) for c in categorical}))
+    return schema
+
+
+def profile_frame(frame: pl.DataFrame, numeric: list[str], categorical: list[str]) -> Any:
+    """A whylogs DatasetProfileView of the given columns (identifiers must not be among them).
+
+    Same profile as `why.log(pandas=...)` (a test compares them metric by metric), but the split
+    whylogs' pandas path does in Python, value by value (null / NaN / inf / type of each value),
+    is done column-wise here, so whylogs only updates its sketches: ~10x faster on large frames.
+    This touches whylogs internals (`PreprocessedColumn`, `DatasetProfile._columns`): whylogs is
+    pinned, and the comparison test guards an upgrade.
+    """
     import polars as pl
 
-    why = _import_whylogs()
-    data = {c: frame.get_column(c).cast(pl.Float64).to_numpy() for c in numeric}
-    data |= {c: frame.get_column(c).cast(pl.String).to_numpy().astype(object) for c in categorical}
-    result = why.log(pandas=pd.DataFrame(data), schema=_schema(numeric, categorical))
-    return result.view()
+    _import_whylogs()
+    from whylogs.core import DatasetProfile
+
+    profile = DatasetProfile(schema=_resolved_schema(tuple(numeric), tuple(categorical)))
+    profile._track_count += 1
+    if numeric:
+        block = frame.select(pl.col(c).cast(pl.Float64) for c in numeric).to_numpy()  # nulls become NaN
+        for i, name in enumerate(numeric):
+            profile._columns[name]._process_extracted_column(_numeric_column(block[:, i]))
+    for name in categorical:
+        profile._columns[name]._process_extracted_column(_string_column(frame.get_column(name)))
+    return profile.view()
+
+
+def _numeric_column(values: Any) -> Any:
+    """What whylogs' pandas path extracts from a float column (a Polars null arrives as NaN)."""
+    import numpy as np
+    from whylogs.core.preprocessing import NumpyView, PreprocessedColumn
+
+    missing = np.isnan(values)
+    present = np.ascontiguousarray(values[~missing])
+    col = PreprocessedColumn()
+    col.len = len(values)
+    col.null_count = int(missing.sum())
+    col.nan_count = col.null_count  # whylogs counts every NaN (ex-null) again as a NaN
+    col.inf_count = int(np.isinf(present).sum())
+    col.numpy = NumpyView(floats=present)
+    return col
+
+
+def _string_column(series: pl.Series) -> Any:
+    """What whylogs' pandas path extracts from an object column of strings and None."""
+    import numpy as np
+    import pandas as pd
+    import polars as pl
+    from whylogs.core.preprocessing import NumpyView, PreprocessedColumn
+
+    values = series.cast(pl.String)
+    col = PreprocessedColumn()
+    col.len = values.len()
+    col.null_count = values.null_count()
+    col.nan_count = col.null_count  # as for numbers, whylogs counts a missing string in both
+    col.numpy = NumpyView(floats=np.empty(0), ints=np.empty(0, dtype=int))
+    col.pandas.strings = pd.Series(values.drop_nulls().to_list(), dtype=object)
+    col.pandas.tensors = pd.Series([], dtype=object)
+    col.pandas.objs = pd.Series([], dtype=object)
+    return col
 
 
 def serialize(view: Any) -> bytes:
@@ -69,9 +131,9 @@ def deserialize(data: bytes) -> Any:
 
 def summary_rows(view: Any) -> list[dict[str, Any]]:
     """Per-column summary for the UI: count, nulls, mean/quantiles or top values."""
-    table = view.to_pandas()
     rows = []
-    for column, rec in table.iterrows():
+    for column, col in view.get_columns().items():
+        rec = col.to_summary_dict()  # per column: much cheaper than view.to_pandas()
         top = rec.get("frequent_items/frequent_strings")
         rows.append(
             {
