@@ -114,7 +114,7 @@ def test_month_chunks_parquet_inputs_and_the_audited_sql_give_the_same_features(
 
 def test_rolling_rates_match_a_direct_count_of_known_labels(spec, inputs):
     """Recount a sample of rates from the labels by hand: window edges, label delay and prior."""
-    events, lookups, labels = inputs
+    *_, labels = inputs
     features = _features(spec, inputs).sample(40, seed=7)
     delay = spec.label.delay_days
     for rate in spec.features.rolling_rates:

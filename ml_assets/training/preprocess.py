@@ -60,7 +60,8 @@ class Preprocessor:
                 for c in self.categorical
             ]
         )
-        return torch.from_numpy(num.to_numpy()).contiguous(), torch.from_numpy(cat.to_numpy()).contiguous()
+        # Row-major straight from Polars: its default (column-major) would cost a second copy in torch.
+        return torch.from_numpy(num.to_numpy(order="c")), torch.from_numpy(cat.to_numpy(order="c"))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
