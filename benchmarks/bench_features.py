@@ -1,9 +1,9 @@
 """Section 1: feature pipeline rows/s and peak memory at several multiples of the 2013 volume.
 
 Compared in the same run, interleaved, each measurement in a fresh process (`feature_worker`):
-ours (the platform's `compute_features` with its label-history input), the idiomatic pandas peer,
-the streaming prototype proposed in FINDINGS.md, and the floor (read the used columns, write the
-output once). Outputs are checked to agree on a sample of events, so the comparison is honest.
+ours (the platform's `iter_features` with its label-history input, as the features asset runs it),
+the idiomatic pandas peer, and the floor (read the used columns, write the output once). Outputs
+are checked to agree on a sample of events, so the comparison is honest.
 
 A config that is slow at a large scale gets fewer repetitions (a per-config time budget), never a
 shortcut: `n` in the results says how many runs each figure rests on.
@@ -22,7 +22,7 @@ from benchmarks.scaled_data import ScaledInputs, build_scales, cached_scales
 from ml_assets.features.compute import EVENT_ID
 from ml_assets.spec import UseCaseSpec
 
-IMPLS = ("ours", "proposed", "pandas", "floor")  # floor last: it writes the output `ours` produced
+IMPLS = ("ours", "pandas", "floor")  # floor last: it writes the output `ours` produced
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def _compare(paths: dict[str, str], sample_rows: int) -> dict[str, Any]:
     ids = pl.scan_parquet(ref_path).select(EVENT_ID).gather_every(step).collect().get_column(EVENT_ID)
     ref = pl.scan_parquet(ref_path).filter(pl.col(EVENT_ID).is_in(ids.to_list())).collect().sort(EVENT_ID)
     report: dict[str, Any] = {"sampled_rows": ref.height, "total_rows": total}
-    for impl in ("pandas", "proposed"):
+    for impl in ("pandas",):
         if impl not in paths:
             continue
         other_total = pl.scan_parquet(paths[impl]).select(pl.len()).collect().item()
@@ -121,13 +121,13 @@ def run(spec: UseCaseSpec, workdir: str, config: FeatureConfig, cache_root: str 
                 runs[impl].append(run_worker("benchmarks.feature_worker", args, config.timeout_seconds))
                 spent[impl] += time.perf_counter() - start
         per_impl = {impl: _result(inputs, rs) for impl, rs in runs.items()}
-        agreement = _compare({i: outs[i] for i in ("ours", "pandas", "proposed") if i in outs}, config.sample_rows)
+        agreement = _compare({i: outs[i] for i in ("ours", "pandas") if i in outs}, config.sample_rows)
         results["scales"][f"{scale:g}"] = {"inputs": inputs.to_dict(), "impls": per_impl, "agreement": agreement}
         line = ", ".join(f"{i} {per_impl[i]['rows_per_s']['best'] / 1e6:.2f}M rows/s "
                          f"{per_impl[i]['peak_mem_bytes_per_row']:.0f} B/row (n={per_impl[i]['seconds']['n']})"
                          for i in impls)
         log(f"  features x{scale:g} ({inputs.rows} rows): {line}")
-        for impl in ("pandas", "proposed"):
+        for impl in ("pandas",):
             if impl in agreement and not agreement[impl]["agrees"]:
                 raise AssertionError(f"x{scale:g}: {impl} output disagrees with ours: {agreement[impl]['problems']}")
     results["seconds"] = time.perf_counter() - t0

@@ -8,10 +8,9 @@ so imports are not charged to the pipeline. Timing starts after imports too.
     python -m benchmarks.feature_worker <impl> <inputs.json> <out.parquet> [<reference output>]
 
 Implementations:
-- `ours`: the platform's path: read the raw inputs as the features asset does (whole frames), call
-  `compute_features`, write with `LakehouseResource.write_parquet` (zstd, sha256, atomic rename).
+- `ours`: the platform's feature function as the asset runs it, `iter_features` (month chunks,
+  DuckDB reading the Parquet inputs), each chunk appended to one zstd Parquet file.
 - `pandas`: the idiomatic pandas peer (`benchmarks.pandas_features`), reading only used columns.
-- `proposed`: the prototype of FINDINGS.md (`benchmarks.streaming_features`), Parquet to Parquet.
 - `floor`: read the used Parquet columns and write the (already computed) output once.
 Prints one JSON line: seconds per stage, rows, RSS baseline and peak.
 """
@@ -19,7 +18,6 @@ Prints one JSON line: seconds per stage, rows, RSS baseline and peak.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -57,19 +55,20 @@ def _spec():
 
 
 def run_ours(inputs: dict[str, str], out: str, stages: Stages) -> int:
-    import polars as pl
+    import pyarrow.parquet as pq
 
-    from ml_assets.features.compute import compute_features
-    from resources.lakehouse import LakehouseResource
+    from ml_assets.features.compute import iter_features
 
-    frames = {name: pl.read_parquet(path) for name, path in inputs.items()}
-    stages.mark("read")
-    frame = compute_features(_spec(), frames.pop("events"), {"weather": frames.pop("weather"),
-                                                             "planes": frames.pop("planes")}, frames.pop("labels"))
-    stages.mark("compute")
-    LakehouseResource(root=os.path.dirname(out)).write_parquet(out, frame)
-    stages.mark("write")
-    return frame.height
+    rows, writer = 0, None
+    for chunk in iter_features(_spec(), inputs):
+        table = chunk.to_arrow()
+        writer = writer or pq.ParquetWriter(out, table.schema, compression="zstd")
+        writer.write_table(table)
+        rows += chunk.height
+    if writer:
+        writer.close()
+    stages.mark("read+compute+write")
+    return rows
 
 
 def run_pandas(inputs: dict[str, str], out: str, stages: Stages) -> int:
@@ -89,16 +88,6 @@ def run_pandas(inputs: dict[str, str], out: str, stages: Stages) -> int:
     return len(frame)
 
 
-def run_proposed(inputs: dict[str, str], out: str, stages: Stages) -> int:
-    import pyarrow.parquet as pq
-
-    from benchmarks.streaming_features import stream_to_parquet
-
-    stream_to_parquet(_spec(), inputs, out)
-    stages.mark("read+compute+write")
-    return pq.ParquetFile(out).metadata.num_rows
-
-
 def run_floor(inputs: dict[str, str], out: str, stages: Stages, output: Any) -> int:
     import polars as pl
 
@@ -111,14 +100,13 @@ def run_floor(inputs: dict[str, str], out: str, stages: Stages, output: Any) -> 
     return output.height
 
 
-RUNNERS: dict[str, Callable[..., int]] = {"ours": run_ours, "pandas": run_pandas, "proposed": run_proposed}
+RUNNERS: dict[str, Callable[..., int]] = {"ours": run_ours, "pandas": run_pandas}
 
 
 # What each implementation imports before its baseline is taken (imports are not part of the pipeline).
 PRELOAD = {
-    "ours": ("polars", "duckdb", "pyarrow", "ml_assets.features.compute", "resources.lakehouse"),
+    "ours": ("polars", "duckdb", "pyarrow.parquet", "ml_assets.features.compute"),
     "pandas": ("pandas", "pyarrow.parquet", "numpy"),
-    "proposed": ("duckdb", "pyarrow.parquet", "benchmarks.streaming_features"),
     "floor": ("polars",),
 }
 

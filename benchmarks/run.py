@@ -1,7 +1,6 @@
 """`make bench`: every stage's throughput and scaling, against peers and the hardware floor.
 
     python -m benchmarks.run                 # `make bench` (~10 min on 2 cores): writes benchmarks/results/
-    python -m benchmarks.run --mode complete # also pandas at 30x (~12 min)
     python -m benchmarks.run --mode tiny     # seconds: the smoke test's harness check
     python -m benchmarks.run --sections features,training --out /tmp/bench
 
@@ -51,12 +50,9 @@ _FULL = Plan(
     orchestration=bench_orchestration.OrchestrationConfig(import_reps=3, step_reps=2),
 )
 PLANS = {
-    # `make bench`, ~10 min on 2 cores. The platform's own feature function at 30x (~3 min, see
-    # FINDINGS.md) and the year ingest (~2.5 min) take more than half, so 30x configs run once and
-    # the pandas peer (~1.5 min at 30x) runs at 1x and 10x only.
-    "full": replace(_FULL, features=replace(_FULL.features, skip={30: ("pandas",)})),
-    # Everything, pandas at 30x included (~12 min).
-    "complete": _FULL,
+    # `make bench`, ~8 min on 2 cores. The pandas peer at 30x (~1.5 min) and the year ingest
+    # (~2 min) take the most, so 30x configs run once.
+    "full": _FULL,
     # The smoke test: every code path, tiny inputs, one repetition, no multiprocess runs.
     "tiny": Plan(
         features=bench_features.FeatureConfig(scales=(0.02,), reps={0.02: 1}, sample_rows=200),
