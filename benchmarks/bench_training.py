@@ -47,7 +47,7 @@ def _frames(features_path: str, labels_path: str, train_end: date) -> tuple[Any,
 
 
 def _loop(net: Any, xn: Any, xc: Any, y: Any, spec: Any, epochs: int) -> None:
-    """train_model's batch loop, verbatim in substance: seeded permutation, gather, step."""
+    """train_model's batch loop, verbatim in substance: seeded permutation, one gather per epoch, step."""
     import torch
 
     optimizer = torch.optim.AdamW(net.parameters(), lr=spec.learning_rate, weight_decay=spec.weight_decay)
@@ -56,10 +56,11 @@ def _loop(net: Any, xn: Any, xc: Any, y: Any, spec: Any, epochs: int) -> None:
     net.train()
     for _ in range(epochs):
         order = torch.randperm(len(y), generator=generator)
+        en, ec, ey = xn[order], xc[order], y[order]
         for start in range(0, len(y), spec.batch_size):
-            idx = order[start : start + spec.batch_size]
+            end = start + spec.batch_size
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(net(xn[idx], xc[idx]), y[idx])
+            loss = loss_fn(net(en[start:end], ec[start:end]), ey[start:end])
             loss.backward()
             optimizer.step()
 

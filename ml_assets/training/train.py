@@ -57,14 +57,16 @@ def train_model(train: pl.DataFrame, valid: pl.DataFrame, label: str, numeric: t
     for epoch in range(1, spec.epochs + 1):
         net.train()
         order = torch.randperm(len(y), generator=generator)
+        # One gather per epoch, then contiguous batches: the same batches as gathering each one.
+        en, ec, ey = xn[order], xc[order], y[order]
         total = 0.0
         for start in range(0, len(y), spec.batch_size):
-            idx = order[start : start + spec.batch_size]
+            end = start + spec.batch_size
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(net(xn[idx], xc[idx]), y[idx])
+            loss = loss_fn(net(en[start:end], ec[start:end]), ey[start:end])
             loss.backward()
             optimizer.step()
-            total += float(loss.detach()) * len(idx)
+            total += float(loss.detach()) * len(ey[start:end])
         valid_prob = predict_proba(net, vn, vc)
         valid_loss = float(torch.nn.functional.binary_cross_entropy(valid_prob.clamp(1e-7, 1 - 1e-7), vy))
         curve.append({"epoch": epoch, "train_loss": total / len(y), "valid_loss": valid_loss,
