@@ -41,7 +41,7 @@ def _compare(paths: dict[str, str], sample_rows: int) -> dict[str, Any]:
     """Rows of every output for a sample of event ids must match ours (1e-9 relative on numbers)."""
     import polars as pl
 
-    ref_path = paths["ours"]
+    ref_path = readable(paths["ours"])
     total = pl.scan_parquet(ref_path).select(pl.len()).collect().item()
     step = max(1, total // sample_rows)
     ids = pl.scan_parquet(ref_path).select(EVENT_ID).gather_every(step).collect().get_column(EVENT_ID)
@@ -89,7 +89,13 @@ def _result(inputs: ScaledInputs, runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def output_path(workdir: str, scale: float, impl: str) -> str:
-    return os.path.join(workdir, f"x{scale:g}", "out", f"{impl}.parquet")
+    """A Parquet file, or for `ours` a folder of chunk files (see `readable`)."""
+    return os.path.join(workdir, f"x{scale:g}", "out", impl if impl == "ours" else f"{impl}.parquet")
+
+
+def readable(path: str) -> str:
+    """What Polars reads for an output: the file, or every chunk file of a folder."""
+    return os.path.join(path, "*.parquet") if not path.endswith(".parquet") else path
 
 
 def run(spec: UseCaseSpec, workdir: str, config: FeatureConfig, cache_root: str | None = None,

@@ -9,7 +9,7 @@ so imports are not charged to the pipeline. Timing starts after imports too.
 
 Implementations:
 - `ours`: the platform's feature function as the asset runs it, `iter_features` (month chunks,
-  DuckDB reading the Parquet inputs), each chunk appended to one zstd Parquet file.
+  DuckDB reading the Parquet inputs), each chunk written as a zstd Parquet file into folder `out`.
 - `pandas`: the idiomatic pandas peer (`benchmarks.pandas_features`), reading only used columns.
 - `floor`: read the used Parquet columns and write the (already computed) output once.
 Prints one JSON line: seconds per stage, rows, RSS baseline and peak.
@@ -18,11 +18,14 @@ Prints one JSON line: seconds per stage, rows, RSS baseline and peak.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
+from benchmarks.bench_features import readable
 from benchmarks.measure import peak_rss_bytes, rss_bytes
 from benchmarks.pandas_features import EVENT_COLUMNS
 
@@ -55,18 +58,16 @@ def _spec():
 
 
 def run_ours(inputs: dict[str, str], out: str, stages: Stages) -> int:
-    import pyarrow.parquet as pq
-
+    """Each chunk is written as its own zstd Parquet file in the folder `out` (the asset, too,
+    writes chunk by chunk: it never holds the whole output)."""
     from ml_assets.features.compute import iter_features
 
-    rows, writer = 0, None
-    for chunk in iter_features(_spec(), inputs):
-        table = chunk.to_arrow()
-        writer = writer or pq.ParquetWriter(out, table.schema, compression="zstd")
-        writer.write_table(table)
+    shutil.rmtree(out, ignore_errors=True)  # a previous repetition's chunks
+    os.makedirs(out)
+    rows = 0
+    for i, chunk in enumerate(iter_features(_spec(), inputs)):
+        chunk.write_parquet(os.path.join(out, f"part-{i:05d}.parquet"), compression="zstd")
         rows += chunk.height
-    if writer:
-        writer.close()
     stages.mark("read+compute+write")
     return rows
 
@@ -123,7 +124,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     if impl == "floor":
         import polars as pl
 
-        output = pl.read_parquet(argv[3])  # the output to write, loaded before the baseline
+        output = pl.read_parquet(readable(argv[3]))  # the output to write, loaded before the baseline
     base = rss_bytes()
     stages = Stages()
     rows = run_floor(inputs, out, stages, output) if impl == "floor" else RUNNERS[impl](inputs, out, stages)

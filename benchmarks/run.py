@@ -187,7 +187,7 @@ def _sections(spec: Any, plan: Plan, sections: tuple[str, ...], workdir: str, ca
                 "features", bench_features.run(spec, workdir, plan.features, cache_root=cache_root, log=_log)))
     paths: tuple[str, str] | None = None
     if "features" in results and key in results["features"]["scales"]:
-        paths = (bench_features.output_path(workdir, base_scale, "ours"),
+        paths = (bench_features.readable(bench_features.output_path(workdir, base_scale, "ours")),
                  results["features"]["scales"][key]["inputs"]["labels"])
     elif {"profiling", "training"} & set(sections):
         with clock.section("inputs"):

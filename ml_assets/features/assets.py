@@ -116,7 +116,7 @@ def _features(spec: UseCaseSpec) -> dg.AssetsDefinition:
             sql = compute.feature_sql(spec)
             context.add_asset_metadata({"feature_sql": dg.MetadataValue.md(f"```sql\n{sql}\n```")})
             for path, chunk_days in staged:
-                frame = pl.read_parquet(path)
+                frame = pl.read_parquet(path).sort(compute.EVENT_DATE, compute.EVENT_ID)  # stable files
                 tables.write_daily(context, lakehouse, spec, keys.features, frame, compute.EVENT_DATE, chunk_days)
             empty_days = sorted(set(days) - {d for _, ds in staged for d in ds})  # no events: an empty file
             tables.write_daily(context, lakehouse, spec, keys.features, frame.clear(), compute.EVENT_DATE, empty_days)

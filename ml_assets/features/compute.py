@@ -80,12 +80,12 @@ class FeatureQuery:
     joins: list[Join]
     dated: frozenset[str]  # history relations keyed by the event's day (a chunk needs only its days)
 
-    def select(self, narrowed: dict[str, str] | None = None) -> str:
+    def select(self, narrowed: dict[str, str] | None = None, ordered: bool = True) -> str:
         """The feature SELECT; `narrowed` replaces a joined relation by a subquery (e.g. one month of it)."""
         narrowed = narrowed or {}
         joins = [f"LEFT JOIN {narrowed.get(j.relation, j.relation)} {j.alias} ON {j.on}" for j in self.joins]
         return ("SELECT " + ",\n  ".join(self.columns) + "\nFROM base e\n" + "\n".join(joins)
-                + f"\nORDER BY e.{EVENT_DATE}, e.{EVENT_ID}")
+                + (f"\nORDER BY e.{EVENT_DATE}, e.{EVENT_ID}" if ordered else ""))
 
     def sql(self, base: str) -> str:
         ctes = [f"base AS ({base})", *(f"{name} AS ({q})" for name, q in self.history.items())]
@@ -199,7 +199,8 @@ def compute_features(
     history: only labels known at each event's prediction time are used."""
     import polars as pl
 
-    return pl.concat(iter_features(spec, {"events": events, "labels": labels, **lookups}), how="vertical")
+    chunks = iter_features(spec, {"events": events, "labels": labels, **lookups})
+    return pl.concat(chunks, how="vertical").sort(EVENT_DATE, EVENT_ID)
 
 
 CHUNK_ROWS = 500_000
@@ -208,8 +209,9 @@ CHUNK_ROWS = 500_000
 def iter_features(spec: UseCaseSpec, relations: dict[str, Relation], chunk_rows: int = CHUNK_ROWS
                   ) -> Iterator[pl.DataFrame]:
     """The features of `relations["events"]` in chunks of whole months (about `chunk_rows` events,
-    never across a year), each ordered by (day, event id); concatenated they are `compute_features`.
-    Peak memory is one chunk's output plus the history relations (days x keys), whatever the range.
+    never across a year), in month order; rows inside a chunk are in no particular order (writers
+    sort each day: a global sort would hold every row). Peak memory is one chunk's output plus the
+    history relations (days x keys), whatever the range.
 
     A relation is a Polars frame or Parquet file path(s) that DuckDB reads directly.
     """
@@ -220,7 +222,7 @@ def iter_features(spec: UseCaseSpec, relations: dict[str, Relation], chunk_rows:
             con.execute(f"CREATE TEMP TABLE {name} AS {sql}")
         months = con.execute(f"SELECT {y}, {m}, count(*) FROM events GROUP BY ALL ORDER BY ALL").fetchall()
         if not months:  # no events: one empty, typed frame
-            yield con.sql(f"WITH base AS ({base_sql(spec, 'false')})\n{query.select()}").pl()
+            yield con.sql(f"WITH base AS ({base_sql(spec, 'false')})\n{query.select(ordered=False)}").pl()
         for year, first, last in _month_chunks(months, chunk_rows):
             lo, hi = date(year, first, 1), date(year + last // 12, last % 12 + 1, 1)
             in_range = f"{EVENT_DATE} >= DATE '{lo}' AND {EVENT_DATE} < DATE '{hi}'"
@@ -232,7 +234,7 @@ def iter_features(spec: UseCaseSpec, relations: dict[str, Relation], chunk_rows:
                     narrowed[f"lookup_{i}"] = (f"(SELECT * FROM lookup_{i} WHERE {on[y]} = {year} "
                                                f"AND {on[m]} BETWEEN {first} AND {last})")
             base = base_sql(spec, f"e.{y} = {year} AND e.{m} BETWEEN {first} AND {last}")
-            yield con.sql(f"WITH base AS ({base})\n{query.select(narrowed)}").pl()
+            yield con.sql(f"WITH base AS ({base})\n{query.select(narrowed, ordered=False)}").pl()
 
 
 def _month_chunks(months: list[tuple[int, int, int]], chunk_rows: int) -> Iterator[tuple[int, int, int]]:
