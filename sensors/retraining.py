@@ -34,8 +34,11 @@ def _newest_partition(instance: dg.DagsterInstance, key: dg.AssetKey) -> str | N
     return records.records[0].partition_key if records.records else None
 
 
-def _retrain_request(spec: UseCaseSpec, trigger: str, newest: date, evidence: dict, run_key: str):
-    plan = policy.retrain_plan(spec, newest)
+def _retrain_request(spec: UseCaseSpec, trigger: str, newest: date, evidence: dict, run_key: str,
+                     plan: policy.RetrainPlan | None = None) -> dg.RunRequest | None:
+    """The one shape of a training request: the plan (default: the latest labelled window), the
+    evidence and the policy that fired, as run tags an auditor reads in the run's history."""
+    plan = plan or policy.retrain_plan(spec, newest)
     if plan is None:
         return None
     tags = policy.run_tags(trigger, {**evidence, "plan": asdict(plan)}, asdict(spec.monitoring), newest.isoformat())
@@ -122,10 +125,8 @@ def build_freshness_sensor(spec: UseCaseSpec, jobs: list) -> dg.SensorDefinition
                 return dg.SkipReason(f"bootstrap waits for labelled data through {spec.evaluation.end}")
             plan = policy.RetrainPlan(spec.training.train_start, spec.training.train_end, spec.evaluation.start,
                                       spec.evaluation.end)
-            tags = policy.run_tags("bootstrap", {"newest_labelled_day": newest, "plan": asdict(plan)},
-                                   asdict(spec.monitoring), newest)
-            return [dg.RunRequest(run_key=f"bootstrap:{spec.name}", job_name=job_names(spec).train,
-                                  run_config=policy.train_run_config(spec, plan), tags=tags)]
+            return [_retrain_request(spec, "bootstrap", newest_day, {"newest_labelled_day": newest},
+                                     run_key=f"bootstrap:{spec.name}", plan=plan)]
         newest = _newest_partition(context.instance, keys.predictions)
         if newest is None:
             return dg.SkipReason("champion has not scored anything yet")
