@@ -1,26 +1,31 @@
-"""The code location: every registered use case's graph plus the shared resources."""
+"""The code location: every use case in the defs folder (one `defs.yaml` each, loaded as a
+`UseCaseComponent`) plus the shared resources, executor and the run reaper."""
 
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from ml_assets.factory import build_use_case
-from ml_assets.usecases import USE_CASES
 from resources import build_resources
 
-# Single-run backfill policies are "beta" but central to running a year of days cheaply.
+# Single-run backfill policies are "beta" but central to running a year of partitions cheaply.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
+
+DEFS_FOLDER = Path(__file__).parent / "defs"
 
 
 def build_definitions(resources: dict[str, Any] | None = None) -> dg.Definitions:
-    graphs = [build_use_case(spec) for spec in USE_CASES]
+    from sensors.run_reaper import run_reaper
+
+    use_cases = dg.load_from_defs_folder(path_within_project=DEFS_FOLDER)
     # Steps of a run share one process: a run started by the daemon pays the code location's import
     # once, not once per step (the Kubernetes location gives training jobs a pod per step instead).
-    shared = dg.Definitions(resources=resources or build_resources(), executor=dg.in_process_executor)
-    return dg.Definitions.merge(*graphs, shared)
+    shared = dg.Definitions(resources=resources or build_resources(), executor=dg.in_process_executor,
+                            sensors=[run_reaper])
+    return dg.Definitions.merge(use_cases, shared)
 
 
 defs = build_definitions()

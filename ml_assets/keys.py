@@ -1,4 +1,4 @@
-"""Asset keys of a use case, derived from its spec (never retyped elsewhere)."""
+"""Names derived from a use case's name, never retyped: asset keys, job names, tag keys."""
 
 from __future__ import annotations
 
@@ -6,59 +6,68 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from ml_assets.spec import UseCaseSpec
+# Run tags the platform writes (read by sensors, the replay, `mlp trace` and auditors).
+TRIGGER_TAG = "ml/trigger"  # new_data | bootstrap | freshness | drift | performance | manual
+EVIDENCE_TAG = "ml/evidence"  # JSON: why the run was requested
+POLICY_TAG = "ml/policy"  # JSON: the policy that fired
+DATA_PARTITION_TAG = "ml/data_partition"  # the newest partition the decision saw (data time)
+OUTCOME_TAG = "ml/outcome"  # promoted | refused | pinned
+CHALLENGER_TAG = "ml/challenger"  # the version a training run registered
+ACTOR_TAG = "ml/actor"  # who or what changed production (a person, or sensor:<name>)
+REASON_TAG = "ml/reason"
+USE_CASE_TAG = "use_case"
+SENSOR_NAME_TAG = "dagster/sensor_name"
+RUN_KEY_TAG = "dagster/run_key"
 
 
 @dataclass(frozen=True)
 class UseCaseKeys:
-    spec: UseCaseSpec
+    name: str
 
-    def _key(self, name: str) -> dg.AssetKey:
-        return dg.AssetKey([self.spec.name, name])
+    def _key(self, asset: str) -> dg.AssetKey:
+        return dg.AssetKey([self.name, asset])
 
     def raw(self, table: str) -> dg.AssetKey:
         return self._key(f"raw_{table}")
 
-    @property
-    def labels(self) -> dg.AssetKey:
-        return self._key("labels")
+    def quarantine(self, table: str) -> dg.AssetKey:
+        return self._key(f"raw_{table}_quarantine")
 
-    @property
-    def features(self) -> dg.AssetKey:
-        return self._key("features")
+    labels = property(lambda self: self._key("labels"))
+    features = property(lambda self: self._key("features"))
+    feature_profiles = property(lambda self: self._key("feature_profiles"))
+    training_set = property(lambda self: self._key("training_set"))
+    candidate_model = property(lambda self: self._key("candidate_model"))
+    model_evaluation = property(lambda self: self._key("model_evaluation"))
+    promotion_decision = property(lambda self: self._key("promotion_decision"))
+    production_model = property(lambda self: self._key("production_model"))
+    model_reproducibility = property(lambda self: self._key("model_reproducibility"))
+    predictions = property(lambda self: self._key("predictions"))
+    drift_report = property(lambda self: self._key("drift_report"))
+    realized_performance = property(lambda self: self._key("realized_performance"))
+    model_health = property(lambda self: self._key("model_health"))
 
-    @property
-    def feature_profiles(self) -> dg.AssetKey:
-        return self._key("feature_profiles")
 
-    @property
-    def training_set(self) -> dg.AssetKey:
-        return self._key("training_set")
+@dataclass(frozen=True)
+class UseCaseJobs:
+    name: str
 
-    @property
-    def candidate_model(self) -> dg.AssetKey:
-        return self._key("candidate_model")
+    ingest = property(lambda self: f"{self.name}__ingest")
+    daily = property(lambda self: f"{self.name}__daily")  # one partition's whole loop (any cadence)
+    train = property(lambda self: f"{self.name}__train_evaluate_promote")
+    score = property(lambda self: f"{self.name}__score")
+    rollback = property(lambda self: f"{self.name}__rollback")
+    reproduce = property(lambda self: f"{self.name}__reproduce")
 
-    @property
-    def model_evaluation(self) -> dg.AssetKey:
-        return self._key("model_evaluation")
 
-    @property
-    def production_model(self) -> dg.AssetKey:
-        return self._key("production_model")
+def keys_of(name: str) -> UseCaseKeys:
+    return UseCaseKeys(name)
 
-    @property
-    def model_reproducibility(self) -> dg.AssetKey:
-        return self._key("model_reproducibility")
 
-    @property
-    def predictions(self) -> dg.AssetKey:
-        return self._key("predictions")
+def jobs_of(name: str) -> UseCaseJobs:
+    return UseCaseJobs(name)
 
-    @property
-    def drift_report(self) -> dg.AssetKey:
-        return self._key("drift_report")
 
-    @property
-    def realized_performance(self) -> dg.AssetKey:
-        return self._key("realized_performance")
+def op_name(key: dg.AssetKey) -> str:
+    """The op (step) name Dagster derives from an asset key: used to address run config."""
+    return "__".join(key.path)

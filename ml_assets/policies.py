@@ -3,71 +3,111 @@ partitioning scheme, retries, and the standard metadata every table asset record
 
 from __future__ import annotations
 
+import ast
 import hashlib
-import importlib.util
-from datetime import date, timedelta
+from datetime import timedelta
+from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
 from ml_assets.spec import UseCaseSpec
+from ml_assets.spec import cadence as cad
 
 if TYPE_CHECKING:
     import polars as pl
 
 STAGES = ("raw", "features", "training", "evaluation", "registry", "predictions", "monitoring")
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_PACKAGES = ("ml_assets", "resources", "sensors")
 
-# Transient faults (I/O hiccups, a killed worker) retry with backoff; contract violations raise
-# `dg.Failure(allow_retries=False)` so they do not.
+# Only transient I/O (OSError) reaches this policy: asset bodies run inside
+# `ml_assets.errors.fatal_errors()`, which fails contract, integrity and other errors at once.
 TRANSIENT_RETRY = dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL)
 
 
-def daily_partitions(spec: UseCaseSpec) -> dg.DailyPartitionsDefinition:
-    end = date.fromisoformat(spec.partitions_end) + timedelta(days=1)
-    return dg.DailyPartitionsDefinition(start_date=spec.partitions_start, end_date=end.isoformat())
+def partitions_def(spec: UseCaseSpec) -> dg.TimeWindowPartitionsDefinition:
+    """Daily, weekly (ISO weeks from Monday) or monthly partitions in the use case's time zone."""
+    start = spec.partitions_start.isoformat()
+    end = cad.shift(spec.partitions_end, 1, spec.cadence).isoformat()  # exclusive
+    if spec.cadence == "daily":
+        return dg.DailyPartitionsDefinition(start_date=start, end_date=end, timezone=spec.timezone)
+    if spec.cadence == "weekly":
+        return dg.WeeklyPartitionsDefinition(start_date=start, end_date=end, day_offset=1, timezone=spec.timezone)
+    return dg.MonthlyPartitionsDefinition(start_date=start, end_date=end, timezone=spec.timezone)
 
 
-def code_version(spec: UseCaseSpec, modules: list[str], *sections: str) -> str:
-    """Derived from the source files that compute the asset and the spec sections it reads.
+# ---- code versions: the files that compute an asset, found from its module's imports --------------------
+def _module_file(name: str) -> Path | None:
+    base = PROJECT_ROOT.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
 
-    Modules are named, not imported, so heavy libraries (torch) stay out of the code location's import.
-    """
+
+@cache
+def _imports(name: str) -> frozenset[str]:
+    """Project modules `name` imports anywhere in its file (function-level imports included)."""
+    path = _module_file(name)
+    if path is None:
+        return frozenset()
+    found = set()
+    for node in ast.walk(ast.parse(path.read_bytes())):
+        if isinstance(node, ast.Import):
+            candidates = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            candidates = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        found |= {c for c in candidates if c.split(".")[0] in PROJECT_PACKAGES and _module_file(c)}
+    return frozenset(found)
+
+
+@cache
+def module_closure(name: str) -> tuple[str, ...]:
+    """`name` and every project module it imports, transitively (sorted)."""
+    seen, todo = set(), [name]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        todo.extend(_imports(current) - seen)
+    return tuple(sorted(seen))
+
+
+def code_version(spec: UseCaseSpec, module: str, *sections: str) -> str:
+    """Hash of the source files the asset's module imports (transitively, within the project) and
+    of the spec sections it reads. Found by parsing, not importing: torch & co. stay unimported."""
     digest = hashlib.sha256()
-    for name in modules:
-        origin = importlib.util.find_spec(name).origin
-        with open(origin, "rb") as handle:
-            digest.update(handle.read())
+    for name in module_closure(module):
+        digest.update(name.encode())
+        digest.update((_module_file(name) or Path("/dev/null")).read_bytes())
     digest.update(spec.fingerprint(*sections).encode())
     return digest.hexdigest()[:12]
 
 
 def asset_defaults(spec: UseCaseSpec, stage: str) -> dict[str, Any]:
+    """Each use case's assets are grouped under its own name; the stage is a tag (and a kind of key)."""
     assert stage in STAGES, stage
     return {
-        "group_name": stage,
+        "group_name": spec.name,
         "owners": list(spec.owners),
         "tags": {"use_case": spec.name, "stage": stage},
     }
 
 
-def table_metadata(frame: pl.DataFrame) -> dict[str, Any]:
+def freshness_window(spec: UseCaseSpec) -> dg.FreshnessPolicy:
+    """A partitioned feed is late when nothing landed for one partition period plus slack."""
+    period = {"daily": timedelta(days=1), "weekly": timedelta(weeks=1), "monthly": timedelta(days=31)}[spec.cadence]
+    return dg.FreshnessPolicy.time_window(fail_window=period * 1.5, warn_window=period * 1.08)
+
+
+def table_metadata(frame: pl.DataFrame, descriptions: dict[str, str] | None = None) -> dict[str, Any]:
     """Row count and column schema, in Dagster's reserved keys (shown natively in the UI)."""
-    schema = dg.TableSchema(columns=[dg.TableColumn(name, str(dtype)) for name, dtype in frame.schema.items()])
+    descriptions = descriptions or {}
+    schema = dg.TableSchema(columns=[dg.TableColumn(name, str(dtype), description=descriptions.get(name))
+                                     for name, dtype in frame.schema.items()])
     return {"dagster/row_count": frame.height, "dagster/column_schema": schema}
-
-
-def markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
-    if not rows:
-        return "_(none)_"
-    columns = columns or list(rows[0])
-
-    def fmt(v: Any) -> str:
-        if isinstance(v, float):
-            if v != v:
-                return ""
-            return str(int(v)) if v.is_integer() and abs(v) >= 1 else f"{v:.4f}"
-        return "" if v is None else str(v)
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)

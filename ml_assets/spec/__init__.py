@@ -1,0 +1,45 @@
+"""The use-case spec (schema, cadence arithmetic, load-time checks). Pure: no Dagster imports."""
+
+from ml_assets.spec.cadence import Cadence
+from ml_assets.spec.model import (
+    EVENT_TIME_COLUMN,
+    PARTITION_COLUMN,
+    RESERVED_COLUMNS,
+    ColumnSpec,
+    EvaluationSpec,
+    EventTimeSpec,
+    FeatureSpec,
+    LabelSpec,
+    LookupSpec,
+    ModelSpec,
+    MonitoringSpec,
+    PromotionSpec,
+    RollingRateSpec,
+    RowRuleSpec,
+    SourceSpec,
+    TableSpec,
+    TrainingSpec,
+    UseCaseSpec,
+)
+
+__all__ = [
+    "EVENT_TIME_COLUMN",
+    "PARTITION_COLUMN",
+    "RESERVED_COLUMNS",
+    "Cadence",
+    "ColumnSpec",
+    "EvaluationSpec",
+    "EventTimeSpec",
+    "FeatureSpec",
+    "LabelSpec",
+    "LookupSpec",
+    "ModelSpec",
+    "MonitoringSpec",
+    "PromotionSpec",
+    "RollingRateSpec",
+    "RowRuleSpec",
+    "SourceSpec",
+    "TableSpec",
+    "TrainingSpec",
+    "UseCaseSpec",
+]
