@@ -11,13 +11,15 @@ from resources.refs_io_manager import JsonRefIOManager
 from resources.sources import RawSourceResource
 
 
-def build_resources(lakehouse_root: str | None = None, landing_uri: str | None = None) -> dict[str, Any]:
-    """Resources from arguments, else environment (ML_LAKEHOUSE_ROOT, ML_LANDING_URI), else defaults."""
+def build_resources(lakehouse_root: str | None = None, landing_root: str | None = None) -> dict[str, Any]:
+    """Resources from arguments, else environment (ML_LAKEHOUSE_ROOT, ML_LANDING_URI), else defaults.
+
+    `landing_root` holds one landing folder per use case (`<root>/<use case>/<table>/...`); a use case
+    without one (and without its own `landing_uri`) reads its tables' declared sources."""
     lakehouse = LakehouseResource(root=lakehouse_root or default_root())
-    landing = landing_uri or os.environ.get("ML_LANDING_URI")
     return {
         "lakehouse": lakehouse,
-        "raw_source": RawSourceResource(kind="landing", landing_uri=landing) if landing else RawSourceResource(),
+        "raw_source": RawSourceResource(landing_root=landing_root or os.environ.get("ML_LANDING_URI") or None),
         "model_registry": ModelRegistryResource(lakehouse=lakehouse),
         "ref_io_manager": JsonRefIOManager(lakehouse=lakehouse),
     }

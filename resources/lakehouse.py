@@ -1,9 +1,13 @@
 """The lakehouse: Parquet and artifact files under one root (a local folder or any fsspec URI).
 
-Every write is atomic and content-addressed: bytes are produced in memory, their sha256 recorded,
-then published in one step (temp file in the same directory + rename on local disks; a single
-object PUT on object stores, which S3/GCS make visible all at once). A reader therefore sees the
-old file or the new one, never a partial one.
+Every write is atomic and hashed: bytes are produced in memory, their sha256 returned (callers
+record it in Dagster metadata or a registry record), then published in one step (temp file in the
+same directory + rename on local disks; one object PUT on object stores, which S3/GCS make visible
+all at once). A reader sees the old file or the new one, never a partial one, and every read of a
+platform-written file passes the sha256 recorded at write time: a flipped byte fails the read.
+
+Local files and folders are owner-only by default (`file_mode`/`dir_mode`); temp files left by a
+killed write are removed by the next write of the same file and never listed or read.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import hashlib
 import io
 import json
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,16 +25,12 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 from pydantic import Field
 
+from ml_assets.errors import IntegrityError, MissingDataError, SourceReadError
+
 if TYPE_CHECKING:
     import polars as pl
 
-
-class MissingDataError(FileNotFoundError):
-    """An upstream partition or table that should have been materialized is absent."""
-
-
-class ArtifactIntegrityError(RuntimeError):
-    """A stored file does not match the sha256 recorded when it was written."""
+TMP_PREFIX = ".tmp-"
 
 
 @dataclass(frozen=True)
@@ -48,17 +49,40 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def read_parquet_bytes(data: bytes, where: str, columns: list[str] | None = None) -> pl.DataFrame:
+    """Parse Parquet; a damaged file (Polars raises several types, some of them BaseException panics)
+    becomes one error naming the file."""
+    import polars as pl
+
+    try:
+        return pl.read_parquet(io.BytesIO(data), columns=columns)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:
+        raise SourceReadError(f"file {where} cannot be read as Parquet ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
 class LakehouseResource(dg.ConfigurableResource):
     """Where every table and artifact of the platform lives."""
 
     root: str = Field(default_factory=default_root, description="Local folder or fsspec URI (s3://...).")
+    file_mode: int = Field(0o600, description="Permissions of local files the platform writes.")
+    dir_mode: int = Field(0o700, description="Permissions of local folders the platform creates.")
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Every run process builds this resource once: it records which process runs the run, so a
+        # run whose process dies can be found and marked failed (ml_assets/ops/liveness.py).
+        from ml_assets.ops.liveness import record_worker
+
+        record_worker(context)
 
     # ---- paths -------------------------------------------------------------------------------
     def uri(self, *parts: str) -> str:
         return "/".join([self.root.rstrip("/"), *parts])
 
-    def partition_uri(self, use_case: str, asset: str, partition: str) -> str:
-        return self.uri(use_case, asset, f"date={partition}.parquet")
+    def partition_uri(self, use_case: str, asset: str, partition: str, ext: str = "parquet") -> str:
+        return self.uri(use_case, asset, f"date={partition}.{ext}")
 
     def _fs(self):
         from fsspec.core import url_to_fs
@@ -69,116 +93,158 @@ class LakehouseResource(dg.ConfigurableResource):
     def _is_local(self) -> bool:
         return "://" not in self.root or self.root.startswith("file://")
 
+    def _local(self, uri: str) -> str:
+        return uri.removeprefix("file://")
+
+    def _makedirs(self, directory: str) -> None:
+        missing = []
+        while directory and not os.path.isdir(directory):
+            missing.append(directory)
+            directory = os.path.dirname(directory)
+        for folder in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(folder, self.dir_mode)
+
     # ---- bytes -------------------------------------------------------------------------------
-    def write_bytes(self, uri: str, data: bytes) -> WriteReceipt:
-        """Publish `data` at `uri` atomically and return its content hash."""
+    def write_bytes(self, uri: str, data: bytes, *, exclusive: bool = False) -> WriteReceipt:
+        """Publish `data` at `uri` atomically. `exclusive`: fail (FileExistsError) if `uri` exists, so
+        two writers racing for the same name cannot both win (a compare-and-swap on local disks)."""
         if self._is_local():
-            path = uri.removeprefix("file://")
-            directory = os.path.dirname(path)
-            os.makedirs(directory, exist_ok=True)
-            tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+            path = self._local(uri)
+            directory, name = os.path.split(path)
+            self._makedirs(directory)
+            self._remove_stale_temp(directory, name)
+            tmp = os.path.join(directory, f"{TMP_PREFIX}{uuid.uuid4().hex}-{name}")
             try:
-                with open(tmp, "wb") as handle:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode)
+                with os.fdopen(fd, "wb") as handle:
                     handle.write(data)
                     handle.flush()
                     os.fsync(handle.fileno())
-                os.replace(tmp, path)
+                if exclusive:
+                    os.link(tmp, path)  # atomic, and refuses an existing name
+                else:
+                    os.replace(tmp, path)
             finally:
                 if os.path.exists(tmp):
                     os.remove(tmp)
         else:
-            self._fs().pipe_file(uri, data)
+            fs = self._fs()
+            if exclusive and fs.exists(uri):
+                raise FileExistsError(uri)
+            fs.pipe_file(uri, data)
         return WriteReceipt(uri=uri, sha256=sha256_bytes(data), size_bytes=len(data))
 
-    def read_bytes(self, uri: str, expected_sha256: str | None = None) -> bytes:
-        if self._is_local():
-            with open(uri.removeprefix("file://"), "rb") as handle:
-                data = handle.read()
-        else:
-            data = self._fs().cat_file(uri)
-        if expected_sha256 is not None and sha256_bytes(data) != expected_sha256:
-            raise ArtifactIntegrityError(
-                f"{uri}: sha256 {sha256_bytes(data)[:12]}... does not match the recorded "
-                f"{expected_sha256[:12]}...; the file was modified or truncated after it was written"
-            )
+    @staticmethod
+    def _remove_stale_temp(directory: str, name: str, min_age_s: float = 0.0) -> None:
+        """Temp files of earlier, killed writes of the same file (writes of one file are serialized
+        by partition locks or unique names, so none of them is still being written)."""
+        suffix = f"-{name}"
+        now = time.time()
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(directory):
+                if entry.name.startswith(TMP_PREFIX) and entry.name.endswith(suffix):
+                    with contextlib.suppress(FileNotFoundError):
+                        if now - entry.stat().st_mtime >= min_age_s:
+                            os.remove(entry.path)
+
+    def clean_temp_files(self, *parts: str, min_age_s: float = 3600.0) -> int:
+        """Remove temp files older than `min_age_s` under a folder; returns how many."""
+        if not self._is_local():
+            return 0
+        removed = 0
+        for folder, _, names in os.walk(self._local(self.uri(*parts))):
+            for name in names:
+                path = os.path.join(folder, name)
+                if name.startswith(TMP_PREFIX) and time.time() - os.path.getmtime(path) >= min_age_s:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(path)
+                        removed += 1
+        return removed
+
+    def read_bytes(self, uri: str, expected_sha256: str | None, *, what: str = "") -> bytes:
+        """The file's bytes, verified against the sha256 recorded when it was written.
+
+        `expected_sha256=None` is only for files the platform did not write (landed source files
+        without a checksum); `what` names the asset/partition for the error message.
+        """
+        try:
+            if self._is_local():
+                with open(self._local(uri), "rb") as handle:
+                    data = handle.read()
+            else:
+                data = self._fs().cat_file(uri)
+        except FileNotFoundError:
+            raise MissingDataError(f"{what + ': ' if what else ''}file {uri} does not exist") from None
+        if expected_sha256 is not None:
+            actual = sha256_bytes(data)
+            if actual != expected_sha256:
+                raise IntegrityError(
+                    f"{what + ': ' if what else ''}file {uri} has sha256 {actual}, but {expected_sha256} was "
+                    "recorded when it was written: the file was modified or truncated; restore it or "
+                    "re-materialize it"
+                )
         return data
 
     def exists(self, uri: str) -> bool:
         if self._is_local():
-            return os.path.exists(uri.removeprefix("file://"))
+            return os.path.exists(self._local(uri))
         return self._fs().exists(uri)
 
     def list(self, uri: str) -> list[str]:
         if self._is_local():
-            path = uri.removeprefix("file://")
+            path = self._local(uri)
             if not os.path.isdir(path):
                 return []
-            return sorted(os.path.join(path, n) for n in os.listdir(path) if not n.startswith(".tmp-"))
+            return sorted(os.path.join(path, n) for n in os.listdir(path) if not n.startswith(TMP_PREFIX))
         fs = self._fs()
-        return sorted(p for p in fs.ls(uri, detail=False) if ".tmp-" not in p) if fs.exists(uri) else []
+        return sorted(p for p in fs.ls(uri, detail=False) if TMP_PREFIX not in p) if fs.exists(uri) else []
 
     # ---- tables ------------------------------------------------------------------------------
-    def write_parquet(self, uri: str, frame: pl.DataFrame) -> WriteReceipt:
+    @staticmethod
+    def parquet_bytes(frame: pl.DataFrame) -> bytes:
         buffer = io.BytesIO()
         frame.write_parquet(buffer, compression="zstd", statistics=True)
-        receipt = self.write_bytes(uri, buffer.getvalue())
+        return buffer.getvalue()
+
+    def write_parquet(self, uri: str, frame: pl.DataFrame) -> WriteReceipt:
+        receipt = self.write_bytes(uri, self.parquet_bytes(frame))
         return WriteReceipt(receipt.uri, receipt.sha256, receipt.size_bytes, rows=frame.height)
 
-    def write_parquet_content_addressed(self, folder_uri: str, frame: pl.DataFrame) -> WriteReceipt:
-        """Immutable snapshot named by its own sha256: never overwritten by a later write."""
-        buffer = io.BytesIO()
-        frame.write_parquet(buffer, compression="zstd", statistics=True)
-        data = buffer.getvalue()
-        uri = f"{folder_uri}/{sha256_bytes(data)[:20]}.parquet"
+    def write_content_addressed(self, folder_uri: str, data: bytes, ext: str) -> WriteReceipt:
+        """Immutable file named by its own sha256: never overwritten by a later write."""
+        sha = sha256_bytes(data)
+        uri = f"{folder_uri}/{sha[:20]}.{ext}"
         if not self.exists(uri):
             self.write_bytes(uri, data)
-        return WriteReceipt(uri, sha256_bytes(data), len(data), rows=frame.height)
+        return WriteReceipt(uri, sha, len(data))
 
-    def read_parquet(self, uri: str, columns: list[str] | None = None) -> pl.DataFrame:
+    def read_parquet(self, uri: str, expected_sha256: str, columns: list[str] | None = None, *,
+                     what: str = "") -> pl.DataFrame:
+        return read_parquet_bytes(self.read_bytes(uri, expected_sha256, what=what), uri, columns)
+
+    def read_verified_frames(self, receipts: list[Any], columns: list[str] | None = None) -> pl.DataFrame:
+        """Concatenate Parquet files given by receipts (uri + sha256), each verified before parsing."""
         import polars as pl
 
-        return pl.read_parquet(io.BytesIO(self.read_bytes(uri)), columns=columns)
-
-    def read_partitions(
-        self,
-        use_case: str,
-        asset: str,
-        partitions: list[str],
-        *,
-        columns: list[str] | None = None,
-        missing_ok: bool = False,
-    ) -> pl.DataFrame:
-        """Concatenate daily partitions; a missing one is an error naming it (unless missing_ok)."""
-        import polars as pl
-
-        uris = [self.partition_uri(use_case, asset, p) for p in partitions]
-        present = [u for u in uris if self.exists(u)]
-        if not missing_ok and len(present) != len(uris):
-            missing = [p for p, u in zip(partitions, uris, strict=True) if u not in present]
-            raise MissingDataError(
-                f"asset {use_case}/{asset}: partition(s) {missing[:5]}{'...' if len(missing) > 5 else ''} "
-                f"not materialized under {self.uri(use_case, asset)}; materialize them first"
-            )
-        if not present:
-            return pl.DataFrame()
-        if self._is_local():
-            return pl.read_parquet([u.removeprefix("file://") for u in present], columns=columns)
-        return pl.concat([self.read_parquet(u, columns) for u in present], how="vertical")
+        frames = [self.read_parquet(r.uri, r.sha256, columns, what=f"asset {r.asset}, partition {r.partition}")
+                  for r in receipts]
+        frames = [f for f in frames if f.width]
+        return pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
 
     # ---- serialization of writers ---------------------------------------------------------------
     @contextlib.contextmanager
     def partition_lock(self, use_case: str, asset: str, partitions: list[str], timeout_s: float = 600):
         """Serialize runs that write the same partitions (exclusive flock per partition, sorted to
-        avoid deadlock). Local roots only: on object stores the queued run coordinator's per-partition
-        tag limit (deploy/ and dagster.yaml) does this job."""
+        avoid deadlock; the kernel releases it when the holder dies). Local roots only: on object
+        stores the queued run coordinator's per-partition tag limit (deploy/ and dagster.yaml) does this job."""
         if not self._is_local():
             yield 0.0
             return
         import fcntl
-        import time
 
-        folder = os.path.join(self.root.removeprefix("file://"), ".locks", use_case, asset)
-        os.makedirs(folder, exist_ok=True)
+        folder = os.path.join(self._local(self.root), ".locks", use_case, asset)
+        self._makedirs(folder)
         handles, start = [], time.monotonic()
         try:
             for partition in sorted(set(partitions)):
@@ -199,9 +265,9 @@ class LakehouseResource(dg.ConfigurableResource):
                 handle.close()
 
     # ---- small JSON documents ----------------------------------------------------------------
-    def write_json(self, uri: str, document: Any) -> WriteReceipt:
+    def write_json(self, uri: str, document: Any, *, exclusive: bool = False) -> WriteReceipt:
         data = json.dumps(document, indent=2, sort_keys=True, default=str).encode()
-        return self.write_bytes(uri, data)
+        return self.write_bytes(uri, data, exclusive=exclusive)
 
-    def read_json(self, uri: str) -> Any:
-        return json.loads(self.read_bytes(uri))
+    def read_json(self, uri: str, expected_sha256: str | None, *, what: str = "") -> Any:
+        return json.loads(self.read_bytes(uri, expected_sha256, what=what))

@@ -1,6 +1,10 @@
-"""Stores the small JSON documents ("refs") that pass between unpartitioned assets: a training
-set's location, a model version, an evaluation summary. Big data never goes through here: table
-assets write Parquet themselves and downstream assets read it by partition."""
+"""Stores the small JSON documents ("refs") that pass between unpartitioned assets: a training set's
+location, a model version, an evaluation, a decision. Big data never goes through here.
+
+Refs are immutable: each output is a new file (`<asset>/refs/<run id>-<sha256 prefix>.json`) whose
+uri and sha256 go into the materialization's metadata, so an old materialization always resolves
+to what it produced. An input is the upstream's newest recorded ref, sha256-verified.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +12,32 @@ from typing import Any
 
 import dagster as dg
 
-from resources.lakehouse import LakehouseResource
+from ml_assets import lineage
+from ml_assets.errors import MissingDataError
+from resources.lakehouse import LakehouseResource, sha256_bytes
 
 
 class JsonRefIOManager(dg.ConfigurableIOManager):
     lakehouse: LakehouseResource
 
-    def _uri(self, key: dg.AssetKey) -> str:
-        return self.lakehouse.uri(*key.path[:-1], key.path[-1], "ref.json")
-
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:
             return
-        receipt = self.lakehouse.write_json(self._uri(context.asset_key), obj)
-        context.add_output_metadata({"ref_uri": dg.MetadataValue.path(receipt.uri)})
+        import json
+
+        data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
+        sha = sha256_bytes(data)
+        uri = self.lakehouse.uri(*context.asset_key.path, "refs", f"{context.run_id}-{sha[:12]}.json")
+        self.lakehouse.write_bytes(uri, data)
+        context.add_output_metadata({"ref_uri": dg.MetadataValue.path(uri), "ref_sha256": sha})
 
     def load_input(self, context: dg.InputContext) -> Any:
-        uri = self._uri(context.asset_key)
-        if not self.lakehouse.exists(uri):
-            raise FileNotFoundError(f"asset {context.asset_key.to_user_string()} has no stored value at {uri}; "
-                                    "materialize it first")
-        return self.lakehouse.read_json(uri)
+        import json
+
+        key = context.asset_key
+        latest = lineage.recorded_latest(context.instance, key)
+        if latest is None or "ref_uri" not in latest[1]:
+            raise MissingDataError(f"asset {key.to_user_string()} has no recorded value; materialize it first")
+        _, meta = latest
+        return json.loads(self.lakehouse.read_bytes(str(meta["ref_uri"]), str(meta["ref_sha256"]),
+                                                    what=f"asset {key.to_user_string()}"))
