@@ -1,111 +1,149 @@
-"""Labels, point-in-time features and their whylogs profiles, one daily partition at a time."""
+"""Labels and point-in-time features, one partition at a time (any cadence)."""
 
 
 import os
 import tempfile
-from datetime import date, timedelta
 
 import dagster as dg
 
 from ml_assets import tables
-from ml_assets.checks import fail_contract, feature_problems
+from ml_assets.checks import fail_contract
+from ml_assets.errors import fatal_errors
 from ml_assets.features import compute
+from ml_assets.features.contract import feature_problems
 from ml_assets.keys import UseCaseKeys
-from ml_assets.policies import (
-    TRANSIENT_RETRY,
-    asset_defaults,
-    code_version,
-    daily_partitions,
-    markdown_table,
-)
-from ml_assets.raw.assets import read_dimension
+from ml_assets.policies import TRANSIENT_RETRY, asset_defaults, code_version, partitions_def
 from ml_assets.spec import UseCaseSpec
+from ml_assets.spec import cadence as cad
 from resources.lakehouse import LakehouseResource
 
 FEATURE_CHECK = "feature_contract"
 
 
 def build_feature_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
-    return [_labels(spec), _features(spec), _profiles(spec)]
+    return [_labels(spec), _features(spec)]
 
 
 def _defaults(spec: UseCaseSpec, sections: tuple[str, ...]) -> dict:
     return {
         **asset_defaults(spec, "features"),
-        "partitions_def": daily_partitions(spec),
+        "partitions_def": partitions_def(spec),
         "backfill_policy": dg.BackfillPolicy.single_run(),
         "retry_policy": TRANSIENT_RETRY,
-        "code_version": code_version(spec, [__name__, compute.__name__], *sections),
+        "code_version": code_version(spec, __name__, *sections),
     }
 
 
+def column_descriptions(spec: UseCaseSpec) -> dict[str, str]:
+    """What each feature column means, for the UI's column schema (and auditors)."""
+    unit = cad.unit_name(spec.cadence)
+    docs = {compute.EVENT_ID: f"event id: {'|'.join(spec.event_id_columns)} joined by '|'",
+            compute.PARTITION: f"first day of the event's {spec.cadence} partition ({spec.timezone})",
+            compute.LABEL: f"{spec.label.name}: {spec.label.expression} (only where {spec.label.known_when})"}
+    docs |= {name: f"SQL: {expr}" for name, expr in spec.features.derived.items()}
+    for lookup in spec.features.lookups:
+        table = spec.source(lookup.table)
+        for name, expr in lookup.columns.items():
+            column = expr.removeprefix("t.")
+            unitdoc = table.columns[column].description if column in table.columns else ""
+            docs[name] = f"from {lookup.table} ({expr}){': ' + unitdoc if unitdoc else ''}"
+    for rate in spec.features.rolling_rates:
+        for w, name in zip(rate.windows, rate.feature_names(spec.cadence), strict=True):
+            docs[name] = (f"share of {spec.label.name} per ({', '.join(rate.keys)}) over the {w} {unit}(s) of labels "
+                          f"known {spec.label_delay} {unit}(s) before the event, smoothed with {rate.prior_weight:g} "
+                          "pseudo-events at the overall rate")
+        for w, name in zip(rate.windows, rate.count_names(spec.cadence), strict=False):
+            docs[name] = f"known labels per ({', '.join(rate.keys)}) over those {w} {unit}(s)"
+    return docs
+
+
 def _labels(spec: UseCaseSpec) -> dg.AssetsDefinition:
-    keys = UseCaseKeys(spec)
+    keys = UseCaseKeys(spec.name)
+    events_key = keys.raw(spec.events_table)
 
     @dg.asset(
         key=keys.labels,
-        deps=[keys.raw(spec.events_table)],
+        deps=[events_key],
         description=f"Outcome `{spec.label.name}` = `{spec.label.expression}` per event, where "
-        f"`{spec.label.known_when}`. Known {spec.label.delay_days} day(s) after the event's day.",
+        f"`{spec.label.known_when}`. Known {spec.label_delay} partition(s) after the event's partition.",
         kinds={"duckdb", "parquet"},
         **_defaults(spec, ("label", "event_id_columns")),
     )
-    def labels(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) -> None:
-        events = tables.read_daily(lakehouse, spec, keys.raw(spec.events_table), tables.partition_days(context))
-        frame = compute.compute_labels(spec, events)
-        tables.write_daily(context, lakehouse, spec, keys.labels, frame, compute.EVENT_DATE)
+    def labels(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) -> dg.MaterializeResult:
+        with fatal_errors():
+            partitions = tables.partition_keys(context)
+            events, receipts = tables.read_partitions(context, lakehouse, spec, events_key, partitions)
+            frame = compute.compute_labels(spec, events)
+            inputs = tables.receipts_for({p.isoformat(): [p.isoformat()] for p in partitions},
+                                         events_key.to_user_string(), receipts)
+            written = tables.write_partitions(context, lakehouse, spec, keys.labels, frame, compute.PARTITION,
+                                              inputs=inputs, descriptions=column_descriptions(spec))
+            return dg.MaterializeResult(data_version=tables.data_version({p: r.sha256 for p, r in written.items()}))
 
     return labels
 
 
 def _features(spec: UseCaseSpec) -> dg.AssetsDefinition:
-    keys = UseCaseKeys(spec)
+    keys = UseCaseKeys(spec.name)
     start_offset, end_offset = spec.label_history_offsets
-    lookup_tables = [lk.table for lk in spec.features.lookups]
+    lookup_tables = sorted({lk.table for lk in spec.features.lookups})
     deps = [dg.AssetDep(keys.raw(spec.events_table))]
     deps += [dg.AssetDep(keys.raw(t)) for t in lookup_tables]
-    deps.append(
-        dg.AssetDep(
-            keys.labels,
-            partition_mapping=dg.TimeWindowPartitionMapping(
-                start_offset=start_offset, end_offset=end_offset, allow_nonexistent_upstream_partitions=True
-            ),
-        )
-    )
+    if spec.features.rolling_rates:
+        deps.append(dg.AssetDep(keys.labels, partition_mapping=dg.TimeWindowPartitionMapping(
+            start_offset=start_offset, end_offset=end_offset, allow_nonexistent_upstream_partitions=True)))
 
     @dg.asset(
         key=keys.features,
         deps=deps,
-        description="Point-in-time features for every event of the day: same-hour lookups, dimension "
-        f"attributes, and label rates over the trailing {spec.features.max_window_days} days of labels "
-        "already known (partition mapping on `labels`). The one feature function for training and scoring.",
+        description="Point-in-time features for every event of the partition: same-partition lookups, dimension "
+        f"attributes, and label rates over the trailing {spec.features.max_window} partition(s) of labels already "
+        "known (partition mapping on `labels`). The one feature function for training, batch and online scoring.",
         kinds={"duckdb", "polars", "parquet"},
         check_specs=[dg.AssetCheckSpec(FEATURE_CHECK, asset=keys.features, blocking=True,
                                        description="No infinite values; null share of each numeric feature "
-                                       f"<= {spec.features.max_null_rate:.0%} (rolling rates exempt until "
-                                       "history exists).")],
-        **_defaults(spec, ("features", "label", "event_id_columns")),
+                                       f"<= {spec.features.max_null_rate:.0%} (rolling rates exempt while a partition "
+                                       "has no label history).")],
+        **_defaults(spec, ("features", "label", "event_id_columns", "cadence")),
     )
-    def features(context: dg.AssetExecutionContext, lakehouse: LakehouseResource):
+    def features(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) -> dg.MaterializeResult:
+        with fatal_errors():
+            return _compute(context, lakehouse)
+
+    def _compute(context: dg.AssetExecutionContext, lakehouse) -> dg.MaterializeResult:
         import polars as pl
 
-        days = tables.partition_days(context)
-        events = tables.read_daily(lakehouse, spec, keys.raw(spec.events_table), days)
-        lookups = {}
+        partitions = tables.partition_keys(context)
+        pkeys = [p.isoformat() for p in partitions]
+        same = {p: [p] for p in pkeys}
+        events_key = keys.raw(spec.events_table)
+        events, event_receipts = tables.read_partitions(context, lakehouse, spec, events_key, partitions)
+        inputs = [tables.receipts_for(same, events_key.to_user_string(), event_receipts)]
+        relations: dict[str, object] = {"events": events}
         for table in lookup_tables:
+            key = keys.raw(table)
             if spec.source(table).partitioned:
-                lookups[table] = tables.read_daily(lakehouse, spec, keys.raw(table), days)
+                relations[table], got = tables.read_partitions(context, lakehouse, spec, key, partitions)
+                inputs.append(tables.receipts_for(same, key.to_user_string(), got))
             else:
-                lookups[table] = read_dimension(lakehouse, spec, table)
-        history = [days[0] + timedelta(days=i) for i in range(start_offset, (days[-1] - days[0]).days + end_offset + 1)]
-        labels = tables.read_daily(lakehouse, spec, keys.labels, history)
-        relations = {"events": events, "labels": labels, **lookups}
+                relations[table], receipt = tables.read_unpartitioned(context, lakehouse, key)
+                inputs.append({p: {key.to_user_string(): {"": receipt.storage_id}} for p in pkeys})
+        history_of = {p.isoformat(): [spec.shift(p, i).isoformat() for i in range(start_offset, end_offset + 1)]
+                      for p in partitions}
+        labels = pl.DataFrame()
+        if spec.features.rolling_rates:
+            first, last = spec.shift(partitions[0], start_offset), spec.shift(partitions[-1], end_offset)
+            labels, label_receipts = tables.read_partitions(context, lakehouse, spec, keys.labels,
+                                                            spec.partition_range(first, last))
+            inputs.append(tables.receipts_for(history_of, keys.labels.to_user_string(), label_receipts))
+        relations["labels"] = labels
+        known = _labelled_history(labels, history_of)
         with tempfile.TemporaryDirectory(prefix="features-") as staging:
-            # Every chunk is checked before any day is written: a broken contract leaves all files as they were.
+            # Every chunk is checked before any partition is written: a broken contract leaves all files as they were.
             staged, problems = [], {}
             for i, chunk in enumerate(compute.iter_features(spec, relations)):
-                chunk_days = sorted(set(chunk.get_column(compute.EVENT_DATE)))
-                problems |= _feature_problems(spec, chunk, chunk_days)
+                chunk_days = sorted(set(chunk.get_column(compute.PARTITION)))
+                problems |= _problems(spec, chunk, chunk_days, known)
                 staged.append((os.path.join(staging, f"{i}.parquet"), chunk_days))
                 chunk.write_parquet(staged[-1][0])
             if problems:
@@ -115,75 +153,48 @@ def _features(spec: UseCaseSpec) -> dg.AssetsDefinition:
                                   for d, ps in problems.items() for p in ps), problems)
             sql = compute.feature_sql(spec)
             context.add_asset_metadata({"feature_sql": dg.MetadataValue.md(f"```sql\n{sql}\n```")})
+            merged = tables.merge_inputs(*inputs)
+            docs = column_descriptions(spec)
+            written = {}
+            frame = None
             for path, chunk_days in staged:
-                frame = pl.read_parquet(path).sort(compute.EVENT_DATE, compute.EVENT_ID)  # stable files
-                tables.write_daily(context, lakehouse, spec, keys.features, frame, compute.EVENT_DATE, chunk_days)
-            empty_days = sorted(set(days) - {d for _, ds in staged for d in ds})  # no events: an empty file
-            tables.write_daily(context, lakehouse, spec, keys.features, frame.clear(), compute.EVENT_DATE, empty_days)
-        return dg.MaterializeResult(check_results=[dg.AssetCheckResult(check_name=FEATURE_CHECK, passed=True)])
+                frame = pl.read_parquet(path).sort(compute.PARTITION, compute.EVENT_ID)  # stable files
+                written |= tables.write_partitions(context, lakehouse, spec, keys.features, frame, compute.PARTITION,
+                                                   chunk_days, inputs=merged, descriptions=docs)
+            empty = sorted(set(partitions) - {d for _, ds in staged for d in ds})  # no events: an empty file
+            if empty and frame is not None:
+                written |= tables.write_partitions(context, lakehouse, spec, keys.features, frame.clear(),
+                                                   compute.PARTITION, empty, inputs=merged, descriptions=docs)
+        return dg.MaterializeResult(data_version=tables.data_version({p: r.sha256 for p, r in written.items()}),
+                                    check_results=[dg.AssetCheckResult(check_name=FEATURE_CHECK, passed=True)])
 
     return features
 
 
-def _feature_problems(spec: UseCaseSpec, frame, days) -> dict[str, list[str]]:
+def _labelled_history(labels, history_of: dict[str, list[str]]) -> dict[str, int]:
+    """Per partition, how many labels its rolling rates could read (0: no history yet)."""
     import polars as pl
 
-    first = date.fromisoformat(spec.partitions_start)
-    rates = {n for r in spec.features.rolling_rates for n in r.feature_names()}
+    if labels.is_empty():
+        return dict.fromkeys(history_of, 0)
+    counts = dict(labels.group_by(compute.PARTITION).len().with_columns(pl.col(compute.PARTITION).cast(pl.String))
+                  .iter_rows())
+    return {p: sum(counts.get(h, 0) for h in hist) for p, hist in history_of.items()}
+
+
+def _problems(spec: UseCaseSpec, frame, days, known: dict[str, int]) -> dict[str, list[str]]:
+    import polars as pl
+
+    rates = {n for r in spec.features.rolling_rates for n in r.feature_names(spec.cadence)}
     problems = {}
     for day in days:
-        exempt = set(rates) if (day - first).days < spec.label.delay_days + 1 else set()
-        for lookup in spec.features.lookups:  # a day the source is known to lack
+        # No label history yet (the first partitions, or labels that start late): rates are the prior.
+        exempt = set(rates) if known.get(day.isoformat(), 0) == 0 else set()
+        for lookup in spec.features.lookups:  # a partition the source is known to lack
             if day.isoformat() in spec.source(lookup.table).known_missing_partitions:
                 exempt |= set(lookup.columns)
-        found = feature_problems(frame.filter(pl.col(compute.EVENT_DATE) == day), list(spec.features.numeric),
+        found = feature_problems(frame.filter(pl.col(compute.PARTITION) == day), list(spec.features.numeric),
                                  spec.features.max_null_rate, spec.features.max_null_rates, exempt)
         if found:
             problems[day.isoformat()] = found
     return problems
-
-
-def _profiles(spec: UseCaseSpec) -> dg.AssetsDefinition:
-    keys = UseCaseKeys(spec)
-
-    @dg.asset(
-        key=keys.feature_profiles,
-        deps=[keys.features],
-        description="A whylogs profile of each feature partition (sketches for drift detection). "
-        "Identifier columns are excluded; only categorical features keep frequent items.",
-        kinds={"whylogs"},
-        **_defaults(spec, ("features",)),
-    )
-    def feature_profiles(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) -> None:
-        import polars as pl
-
-        from ml_assets.profiles import whylogs_profile as wp
-
-        days = tables.partition_days(context)
-        frame = tables.read_daily(lakehouse, spec, keys.features, days)
-        numeric, categorical = list(spec.features.numeric), list(spec.features.categorical)
-        for day in days:
-            part = frame.filter(pl.col(compute.EVENT_DATE) == day)
-            view = wp.profile_frame(part, numeric, categorical)
-            uri = lakehouse.uri(spec.name, keys.feature_profiles.path[-1], f"date={day.isoformat()}.bin")
-            receipt = lakehouse.write_bytes(uri, wp.serialize(view))
-            summary = wp.summary_rows(view)
-            context.add_asset_metadata(
-                {
-                    "uri": dg.MetadataValue.path(receipt.uri),
-                    "sha256": receipt.sha256,
-                    "profiled_rows": part.height,
-                    "profiled_columns": len(summary),
-                    "summary": dg.MetadataValue.md(markdown_table(summary)),
-                },
-                partition_key=day.isoformat(),
-            )
-
-    return feature_profiles
-
-
-def read_profile(lakehouse: LakehouseResource, spec: UseCaseSpec, day: str):
-    from ml_assets.profiles import whylogs_profile as wp
-
-    uri = lakehouse.uri(spec.name, UseCaseKeys(spec).feature_profiles.path[-1], f"date={day}.bin")
-    return wp.deserialize(lakehouse.read_bytes(uri))

@@ -1,56 +1,94 @@
-"""Champion/challenger promotion rules: pure functions, so every decision is explainable and tested."""
+"""Champion/challenger promotion rules: a pure function of the evaluation, so every decision is
+explainable, reproducible and tested. Every number a rule used is in its `numbers`."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ml_assets.spec import PromotionSpec
+from ml_assets.records import Decision, RuleResult
+from ml_assets.spec import UseCaseSpec
 
 
-def decide(
-    policy: PromotionSpec,
-    challenger: dict[str, float],
-    reference: dict[str, float],
-    reference_name: str,
-    challenger_slices: list[dict[str, Any]],
-    reference_slices: list[dict[str, Any]],
-) -> dict[str, Any]:
-    """Promote only if the primary metric beats the reference by the margin and all guardrails pass.
+def decide(spec: UseCaseSpec, evaluation: dict[str, Any], champion_age: int | None) -> Decision:
+    """Promote only if every rule passes. `champion_age`: partitions from the end of the champion's
+    training window to the end of the evaluation window (None: no champion, the baseline is the reference)."""
+    policy, mon = spec.promotion, spec.monitoring
+    comparison = evaluation["comparison"]
+    reference = comparison["reference"]
+    challenger = evaluation["metrics"]["challenger"]
+    ref_metrics = evaluation["metrics"][reference]
+    rules: list[RuleResult] = []
 
-    `reference` is the champion's metrics on the same rows, or the baseline's for the first model.
-    """
-    metric = policy.primary_metric
-    reasons: list[str] = []
-    failed: list[str] = []
-    gain = challenger[metric] - reference[metric]
-    margin = policy.min_improvement if reference_name == "champion" else 0.0
-    line = (f"{metric}: challenger {challenger[metric]:.4f} vs {reference_name} {reference[metric]:.4f} "
-            f"(gain {gain:+.4f}, required > {margin:+.4f})")
-    (reasons if gain > margin else failed).append(line)
+    # 1. AUROC: superiority while the champion is fresh (and always against the baseline);
+    #    non-inferiority once the champion is past its maximum age.
+    stale = champion_age is not None and champion_age > int(mon.max_model_age)
+    low = comparison["low"]
+    bound = -policy.non_inferiority_margin if stale else policy.min_improvement
+    mode = "non-inferiority (champion past its maximum age)" if stale else "superiority"
+    passed = low is not None and low > bound
+    rules.append(RuleResult(
+        name="auroc", passed=passed,
+        detail=(f"auroc ({mode}): challenger {_f(challenger['auroc'])} vs {reference} {_f(ref_metrics['auroc'])}, "
+                f"difference {_f(comparison['difference'])} with {comparison['level']:.0%} interval "
+                f"[{_f(low)}, {_f(comparison['high'])}]; required lower bound > {bound:+.4f}"
+                + (f"; champion age {champion_age} partitions (max {mon.max_model_age})" if champion_age is not None
+                   else "")),
+        numbers={"challenger": challenger["auroc"], "reference": ref_metrics["auroc"],
+                 "difference": comparison["difference"], "low": low, "high": comparison["high"],
+                 "level": comparison["level"], "required_low_above": bound, "champion_age": champion_age,
+                 "max_model_age": int(mon.max_model_age), "mode": "non_inferiority" if stale else "superiority"}))
 
-    ece = challenger["ece"]
-    line = f"calibration: ECE {ece:.4f} (bound {policy.max_calibration_error:.4f})"
-    (reasons if ece <= policy.max_calibration_error else failed).append(line)
+    # 2. Calibration: under the absolute bound, or no worse than the champion on the same events.
+    ece, ref_ece = challenger["ece"], ref_metrics["ece"] if reference == "champion" else None
+    relative = ref_ece + policy.calibration_tolerance if ref_ece is not None else None
+    passed = ece is not None and (ece <= policy.max_calibration_error or (relative is not None and ece <= relative))
+    rules.append(RuleResult(
+        name="calibration", passed=passed,
+        detail=(f"calibration: ECE {_f(ece)} (absolute bound {policy.max_calibration_error:.4f}"
+                + (f"; or champion's {_f(ref_ece)} + {policy.calibration_tolerance:.4f} = {relative:.4f}"
+                   if relative is not None else "") + ")"),
+        numbers={"ece": ece, "absolute_bound": policy.max_calibration_error, "champion_ece": ref_ece,
+                 "relative_bound": relative}))
 
-    rows = int(challenger["rows"])
-    line = f"rows: {rows} evaluated (minimum {policy.min_rows})"
-    (reasons if rows >= policy.min_rows else failed).append(line)
+    # 3. Enough evidence.
+    required = policy.min_rows_per_partition * evaluation["partitions"]
+    rules.append(RuleResult(
+        name="rows", passed=evaluation["rows"] >= required,
+        detail=(f"rows: {evaluation['rows']} labelled events in {evaluation['partitions']} partitions "
+                f"(minimum {policy.min_rows_per_partition} x {evaluation['partitions']} = {required})"),
+        numbers={"rows": evaluation["rows"], "partitions": evaluation["partitions"], "required": required}))
 
-    if reference_name != "champion":  # the first model only has to beat the baseline overall
-        return {"promote": not failed, "reference": reference_name, "passed": reasons, "failed": failed}
+    # 4. Slices (against a champion): a significant drop larger than allowed fails.
+    if reference == "champion" and evaluation["slice_comparisons"]:
+        worst = min(evaluation["slice_comparisons"], key=lambda s: s["difference"])
+        failing = [s for s in evaluation["slice_comparisons"]
+                   if -s["difference"] > policy.max_slice_regression and s["high"] < 0]
+        shown = failing[0] if failing else worst
+        small = len(evaluation["small_slices"])
+        rules.append(RuleResult(
+            name="slices", passed=not failing,
+            detail=(f"slices: {len(failing)} significant regression(s) > {policy.max_slice_regression:.4f}; "
+                    f"{'e.g.' if failing else 'worst'} {shown['slice']}={shown['value']} difference "
+                    f"{_f(shown['difference'])} [{_f(shown['low'])}, {_f(shown['high'])}] on {shown['rows']} rows; "
+                    f"{len(evaluation['slice_comparisons'])} slices judged, {small} too small to judge"),
+            numbers={"failing": len(failing), "judged": len(evaluation["slice_comparisons"]), "too_small": small,
+                     "worst_slice": f"{worst['slice']}={worst['value']}", "worst_difference": worst["difference"],
+                     "allowed": policy.max_slice_regression}))
 
-    ref_by_slice = {(s["slice"], s["value"]): s for s in reference_slices}
-    worst = None
-    for s in challenger_slices:
-        ref = ref_by_slice.get((s["slice"], s["value"]))
-        if ref is None or ref[metric] != ref[metric] or s[metric] != s[metric]:
-            continue
-        drop = ref[metric] - s[metric]
-        if worst is None or drop > worst[0]:
-            worst = (drop, f"{s['slice']}={s['value']}")
-    if worst is not None:
-        line = (f"slices: worst regression {worst[0]:+.4f} {metric} on {worst[1]} "
-                f"(allowed {policy.max_slice_regression:.4f})")
-        (reasons if worst[0] <= policy.max_slice_regression else failed).append(line)
+    # 5. Fairness gates, when configured.
+    for f in evaluation["fairness"].get("challenger", []):
+        for field, limit in (("equalized_odds_difference", policy.max_equalized_odds_difference),
+                             ("demographic_parity_difference", policy.max_demographic_parity_difference)):
+            if limit is None:
+                continue
+            value = f[field]
+            rules.append(RuleResult(
+                name=f"fairness:{f['attribute']}:{field}", passed=value is not None and value <= limit,
+                detail=f"fairness: {field.replace('_', ' ')} on {f['attribute']} {_f(value)} (bound {limit:.4f})",
+                numbers={"value": value, "bound": limit}))
 
-    return {"promote": not failed, "reference": reference_name, "passed": reasons, "failed": failed}
+    return Decision(outcome="promote" if all(r.passed for r in rules) else "refuse", reference=reference, rules=rules)
+
+
+def _f(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

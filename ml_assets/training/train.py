@@ -4,7 +4,7 @@ seeded permutation), early stopping on validation log-loss, best weights kept.""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ml_assets.spec import ModelSpec
@@ -32,7 +32,8 @@ class TrainedModel:
 def build_network(pre: Preprocessor, spec: ModelSpec) -> TabularNet:
     from ml_assets.training.network import TabularNet
 
-    return TabularNet(len(pre.numeric), pre.cardinalities(), spec.embedding_dim, spec.hidden_sizes, spec.dropout)
+    return TabularNet(len(pre.numeric), pre.cardinalities(), spec.embedding_dim, tuple(spec.hidden_sizes),
+                      spec.dropout)
 
 
 def train_model(train: pl.DataFrame, valid: pl.DataFrame, label: str, numeric: tuple[str, ...],
@@ -122,7 +123,7 @@ def to_safetensors(model: TrainedModel, extra: dict[str, Any]) -> bytes:
     metadata = {
         "format": FORMAT,
         "preprocessor": json.dumps(model.preprocessor.to_dict(), sort_keys=True),
-        "model_spec": json.dumps(asdict(model.model_spec), sort_keys=True),
+        "model_spec": json.dumps(model.model_spec.model_dump(mode="json"), sort_keys=True),
         "threshold": repr(model.threshold),
         "extra": json.dumps(extra, sort_keys=True, default=str),
     }
@@ -167,15 +168,13 @@ class LoadedModel:
 def from_safetensors(data: bytes) -> LoadedModel:
     from safetensors.torch import load
 
-    from ml_assets.spec import _build
-
     header_len = int.from_bytes(data[:8], "little")
     header = json.loads(data[8 : 8 + header_len])
     metadata = header.get("__metadata__", {})
     if metadata.get("format") != FORMAT:
         raise ValueError(f"unknown model format {metadata.get('format')!r}")
     pre = Preprocessor.from_dict(json.loads(metadata["preprocessor"]))
-    spec = _build(ModelSpec, json.loads(metadata["model_spec"]))
+    spec = ModelSpec.model_validate(json.loads(metadata["model_spec"]))
     net = build_network(pre, spec)
     net.load_state_dict(load(data))
     net.eval()
