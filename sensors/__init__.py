@@ -1,4 +1,5 @@
-"""Sensors: new data lands -> daily loop; drift or stale champion -> retrain (gated promotion)."""
+"""Sensors: new data lands -> the partition's loop; drift or a stale champion -> retrain (gated
+promotion); dead run workers -> their runs marked failed."""
 
 from __future__ import annotations
 

@@ -1,19 +1,15 @@
-"""Pure retraining policy: given evidence in data time, should we retrain, and on which window?
-Kept free of Dagster so every decision is easy to test and explain."""
+"""Pure retraining policy: given evidence in data time (partitions of the use case's cadence), should
+we retrain, and on which window? Free of Dagster, so every decision is easy to test and explain."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
+from ml_assets.keys import DATA_PARTITION_TAG, EVIDENCE_TAG, POLICY_TAG, TRIGGER_TAG, UseCaseKeys, op_name
 from ml_assets.spec import UseCaseSpec
-
-TRIGGER_TAG = "ml/trigger"
-EVIDENCE_TAG = "ml/evidence"
-POLICY_TAG = "ml/policy"
-DATA_DAY_TAG = "ml/data_day"
 
 
 @dataclass(frozen=True)
@@ -22,52 +18,74 @@ class RetrainPlan:
     train_end: str
     eval_start: str
     eval_end: str
+    validation_partitions: int
 
 
-def retrain_plan(spec: UseCaseSpec, newest_day: date) -> RetrainPlan | None:
-    """Train on the latest labelled days, hold out the last `retrain_eval_days` for evaluation."""
+def partitions_between(spec: UseCaseSpec, earlier: date, later: date) -> int:
+    """How many partitions `later` is after `earlier` (0 when the same, negative when before)."""
+    if later < earlier:
+        return -partitions_between(spec, later, earlier)
+    return len(spec.partition_range(earlier, later)) - 1
+
+
+def retrain_plan(spec: UseCaseSpec, newest: date) -> RetrainPlan | None:
+    """Train on the latest partitions whose labels are known; hold out the last `retrain_eval` of
+    them for evaluation. None while there is not enough labelled history."""
     mon = spec.monitoring
-    known = newest_day - timedelta(days=spec.label.delay_days)  # labels of later days are not known yet
-    eval_start = known - timedelta(days=mon.retrain_eval_days - 1)
-    train_end = eval_start - timedelta(days=1)
-    train_start = max(date.fromisoformat(spec.partitions_start),
-                      known - timedelta(days=mon.retrain_window_days - 1))
-    if (train_end - train_start).days + 1 < spec.training.validation_days + 7:
-        return None  # not enough labelled history yet
-    return RetrainPlan(train_start.isoformat(), train_end.isoformat(), eval_start.isoformat(), known.isoformat())
+    known = spec.shift(newest, -spec.label_delay)
+    eval_start = spec.shift(known, -(int(mon.retrain_eval) - 1))
+    train_end = spec.shift(eval_start, -1)
+    train_start = max(spec.partitions_start, spec.shift(known, -(int(mon.retrain_window) - 1)))
+    validation = int(spec.training.validation)
+    if partitions_between(spec, train_start, train_end) + 1 < 2 * validation:
+        return None
+    return RetrainPlan(train_start.isoformat(), train_end.isoformat(), eval_start.isoformat(), known.isoformat(),
+                       validation)
 
 
-def in_cooldown(spec: UseCaseSpec, newest_day: date, last_trained_end: date | None) -> bool:
-    """Data-time cooldown since the end of the latest trained window (promoted or not)."""
+def bootstrap_plan(spec: UseCaseSpec) -> RetrainPlan:
+    """The first model's windows, as the use case declares them."""
+    return RetrainPlan(spec.training.start.isoformat(), spec.training.end.isoformat(),
+                       spec.evaluation.start.isoformat(), spec.evaluation.end.isoformat(),
+                       int(spec.training.validation))
+
+
+def in_cooldown(spec: UseCaseSpec, newest: date, last_trained_end: date | None) -> bool:
+    """Data-time cooldown since the end of the latest trained window (promoted or not): the held-out
+    partitions of that training plus `cooldown` partitions."""
     if last_trained_end is None:
         return False
-    return (newest_day - last_trained_end).days < spec.monitoring.cooldown_days + spec.monitoring.retrain_eval_days
+    mon = spec.monitoring
+    return partitions_between(spec, last_trained_end, newest) < int(mon.cooldown) + int(mon.retrain_eval)
 
 
-def consecutive_drifted(flags: dict[str, bool], newest_day: str) -> int:
-    """How many days in a row, ending at `newest_day`, were drifted."""
-    count, day = 0, date.fromisoformat(newest_day)
-    while flags.get(day.isoformat()):
-        count += 1
-        day -= timedelta(days=1)
-    return count
+def drift_streak(spec: UseCaseSpec, flags: dict[str, bool], newest: str) -> list[str]:
+    """The drifted partitions in a row ending at `newest` (oldest first; empty when `newest` is not drifted)."""
+    streak, current = [], date.fromisoformat(newest)
+    while flags.get(current.isoformat()):
+        streak.append(current.isoformat())
+        current = spec.shift(current, -1)
+    return streak[::-1]
 
 
-def model_age_days(newest_scored: date, champion_train_end: date) -> int:
-    return (newest_scored - champion_train_end).days
+def model_age(spec: UseCaseSpec, newest_scored: date, champion_train_end: date) -> int:
+    """Partitions from the end of the champion's training window to the newest scored partition."""
+    return partitions_between(spec, champion_train_end, newest_scored)
 
 
-def run_tags(trigger: str, evidence: dict[str, Any], policy: dict[str, Any], data_day: str) -> dict[str, str]:
+def run_tags(trigger: str, evidence: dict[str, Any], policy: dict[str, Any], data_partition: str) -> dict[str, str]:
     return {
         TRIGGER_TAG: trigger,
         EVIDENCE_TAG: json.dumps(evidence, sort_keys=True, default=str)[:4000],
-        POLICY_TAG: json.dumps(policy, sort_keys=True)[:1000],
-        DATA_DAY_TAG: data_day,
+        POLICY_TAG: json.dumps(policy, sort_keys=True, default=str)[:2000],
+        DATA_PARTITION_TAG: data_partition,
     }
 
 
 def train_run_config(spec: UseCaseSpec, plan: RetrainPlan) -> dict[str, Any]:
+    keys = UseCaseKeys(spec.name)
     return {"ops": {
-        f"{spec.name}__training_set": {"config": {"train_start": plan.train_start, "train_end": plan.train_end}},
-        f"{spec.name}__model_evaluation": {"config": {"start": plan.eval_start, "end": plan.eval_end}},
+        op_name(keys.training_set): {"config": {"train_start": plan.train_start, "train_end": plan.train_end,
+                                                "validation_partitions": plan.validation_partitions}},
+        op_name(keys.model_evaluation): {"config": {"start": plan.eval_start, "end": plan.eval_end}},
     }}

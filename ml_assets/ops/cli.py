@@ -1,0 +1,164 @@
+"""Command line: `mlp [--use-case NAME] COMMAND`. Every command that changes state launches a Dagster
+run against the instance in $DAGSTER_HOME, so it shows in the UI's history. Expected refusals and bad
+input print one line (`mlp: error: ...`) and exit 2; a failed run prints its step errors and exits 1."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _spec(args: argparse.Namespace):
+    from ml_assets.spec.catalog import use_case
+
+    return use_case(args.use_case)
+
+
+def _platform(args: argparse.Namespace, landing: str | None = None):
+    import dagster as dg
+
+    from ml_assets.definitions import build_definitions
+    from ml_assets.ops.runner import Platform
+    from resources import build_resources
+
+    defs = build_definitions(build_resources(landing_root=landing)) if landing else build_definitions()
+    return Platform(defs, dg.DagsterInstance.get(), log_level=args.log_level)
+
+
+def _landing(args: argparse.Namespace) -> Path:
+    return Path(os.path.abspath(args.landing or os.environ.get("ML_LANDING_URI") or ".landing"))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ml_assets.ops.demo import run_demo
+
+    spec, root = _spec(args), _landing(args)
+    return run_demo(_platform(args, str(root)), spec, root / spec.name, args.last, args.partitions_per_tick)
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from ml_assets.ops.demo import run_quickstart
+
+    return run_quickstart(_platform(args), _spec(args))
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from ml_assets.ops.replay import print_replay, run_replay
+
+    spec, root = _spec(args), _landing(args)
+    first = spec.partition_range(args.first, args.first)[0] if args.first else spec.partitions_start
+    last = spec.partition_range(args.last, args.last)[0] if args.last else spec.partitions_end
+    print(f"[{spec.name}] replaying {first}..{last} through the sensors; landing {root / spec.name}")
+    print_replay(run_replay(_platform(args, str(root)), spec, root / spec.name, first, last,
+                            args.partitions_per_tick))
+    return 0
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from ml_assets.definitions import defs
+    from ml_assets.registry.models import production_pointer
+
+    spec = _spec(args)
+    registry = defs.resources["model_registry"]
+    pointer = production_pointer(dg.DagsterInstance.get(), registry, spec.name)
+    records, problems = registry.scan(spec.name)
+    for record in records:
+        marker = "*" if pointer and record.version == pointer.version else " "
+        ts = record.training_set
+        print(f"{marker} {record.version}  trained {ts.train_start}..{ts.train_end}  sha256 {record.sha256[:16]}  "
+              f"run {record.run_id[:8]}  registered {record.registered_at}")
+    for uri, problem in problems.items():
+        print(f"! {uri}: {problem}", file=sys.stderr)
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from ml_assets.ops.runner import Platform
+
+    result = _platform(args).rollback(_spec(args), args.version, args.reason, args.actor, raise_on_error=False)
+    if result.success:
+        print(f"run {result.run_id}: production -> {args.version}")
+        return 0
+    print(f"mlp: rollback refused (run {result.run_id}): {Platform.failure_text(result)}", file=sys.stderr)
+    return 1
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from ml_assets.ops.demo import summary
+
+    platform = _platform(args)
+    result = platform.reproduce(_spec(args), args.versions or None)
+    summary(platform, _spec(args), result)
+    return 0 if result.success else 1
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from ml_assets.spec.schema_doc import render_schema
+
+    print(render_schema())
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from ml_assets.spec.draft import write_draft
+
+    path = write_draft(args.name, Path(args.source), Path(args.out) if args.out else None)
+    print(f"drafted {path}: edit it (label, features, windows), then `mlp --use-case {args.name} quickstart`")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="mlp", description=__doc__)
+    top.add_argument("--use-case", default=None, help="use case name (default: the only one, or flight_delay)")
+    top.add_argument("--log-level", default="WARNING")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    def command(name: str, fn, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--use-case", default=argparse.SUPPRESS, help="use case name (also accepted before the command)")
+        p.set_defaults(fn=fn)
+        return p
+
+    for name, fn, text in (("demo", cmd_demo, "replay the use case through the sensors, reproduce, summarize"),
+                           ("replay", cmd_replay, "replay partitions through the real sensors")):
+        p = command(name, fn, text)
+        p.add_argument("--first", default=None, help="first partition (default: the use case's first)")
+        p.add_argument("--last", default=None, help="last partition (default: the use case's last)")
+        p.add_argument("--landing", default=None, help="landing root (default: $ML_LANDING_URI or .landing)")
+        p.add_argument("--partitions-per-tick", type=int, default=None if name == "demo" else 1,
+                       help="partitions landed between sensor evaluations")
+    command("quickstart", cmd_quickstart, "batch path without sensors: ingest, train, decide, score")
+    command("versions", cmd_versions, "list registered model versions (* = production)")
+    rb = command("rollback", cmd_rollback, "pin production to a registered version (a Dagster run)")
+    rb.add_argument("--version", required=True)
+    rb.add_argument("--reason", required=True)
+    rb.add_argument("--actor", default=os.environ.get("USER", "cli"))
+    rp = command("reproduce", cmd_reproduce, "retrain registered versions from recorded inputs, compare hashes")
+    rp.add_argument("versions", nargs="*")
+    command("schema", cmd_schema, "print the use-case YAML schema (from the spec models)")
+    init = command("init", cmd_init, "draft a use-case YAML from a data file")
+    init.add_argument("name")
+    init.add_argument("--from", dest="source", required=True, help="a Parquet or CSV file")
+    init.add_argument("--out", default=None, help="where to write (default: ml_assets/defs/NAME/defs.yaml)")
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ml_assets.errors import PlatformError
+
+    os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (PlatformError, KeyError, ValueError, FileExistsError, FileNotFoundError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        print(f"mlp: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
