@@ -29,7 +29,7 @@ _SEQUENCE = re.compile(r"^(\d{6})\.json$")
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 class ModelRegistryResource(dg.ConfigurableResource):

@@ -120,13 +120,17 @@ def _weighted_auroc(prob: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.
         return (pos_g * (below + 0.5 * neg_g)).sum(axis=1) / total
 
 
+MIN_BLOCKS = 10  # fewer partitions than this: resample events instead (and say so)
+
+
 def paired_auroc_difference(a: np.ndarray, b: np.ndarray, y: np.ndarray, *, samples: int = 1000,
                             level: float = 0.90, seed: int = 0, blocks: np.ndarray | None = None
                             ) -> dict[str, float | int | None]:
     """AUROC(a) - AUROC(b) on the same events, with a paired (Poisson) bootstrap confidence interval.
 
     `blocks` (e.g. the partition of each event) resamples whole blocks instead of events, which keeps
-    the correlation of events within a partition. Deterministic for a given seed.
+    the correlation of events within a partition; with fewer than `MIN_BLOCKS` blocks, events are
+    resampled instead (`unit` says which). Deterministic for a given seed.
     """
     import numpy as np
 
@@ -134,13 +138,19 @@ def paired_auroc_difference(a: np.ndarray, b: np.ndarray, y: np.ndarray, *, samp
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     point_w = np.ones((1, len(y)))
     if len(y) == 0 or y.min() == y.max():
-        return {"difference": None, "low": None, "high": None, "level": level, "samples": 0}
+        return {"difference": None, "low": None, "high": None, "level": level, "samples": 0, "unit": None}
     diff = float(_weighted_auroc(a, y, point_w)[0] - _weighted_auroc(b, y, point_w)[0])
     rng = np.random.default_rng(seed)
+    unit = "event"
+    if blocks is not None:
+        _, index = np.unique(blocks, return_inverse=True)
+        if index.max() + 1 >= MIN_BLOCKS:
+            unit = "partition"
+        else:  # too few blocks to resample: their bootstrap would claim certainty it does not have
+            blocks = None
     if blocks is None:
         weights = rng.poisson(1.0, size=(samples, len(y))).astype(np.float64)
     else:
-        _, index = np.unique(blocks, return_inverse=True)
         weights = rng.poisson(1.0, size=(samples, index.max() + 1)).astype(np.float64)[:, index]
     deltas = []
     for chunk in np.array_split(weights, max(1, samples * len(y) // 4_000_000)):  # bounded memory
@@ -149,4 +159,4 @@ def paired_auroc_difference(a: np.ndarray, b: np.ndarray, y: np.ndarray, *, samp
     d = d[np.isfinite(d)]
     tail = (1 - level) / 2
     return {"difference": diff, "low": float(np.quantile(d, tail)), "high": float(np.quantile(d, 1 - tail)),
-            "level": level, "samples": len(d)}
+            "level": level, "samples": len(d), "unit": unit}

@@ -52,7 +52,7 @@ def baseline_scores(spec: UseCaseSpec, frame: pl.DataFrame, challenger: Scored) 
 def evaluate(spec: UseCaseSpec, frame: pl.DataFrame, models: list[Scored], *, samples: int) -> dict[str, Any]:
     """The evaluation document: window, metrics, slices (and the groups too small to judge), fairness
     per protected attribute, and challenger-vs-reference AUROC differences with paired bootstrap
-    intervals (overall and per slice), resampling whole partitions."""
+    intervals (overall and per slice), resampling whole partitions when there are enough."""
     import numpy as np
     import polars as pl
     import torch
@@ -80,7 +80,7 @@ def evaluate(spec: UseCaseSpec, frame: pl.DataFrame, models: list[Scored], *, sa
     reference = "champion" if "champion" in by_name else "baseline"
     ref = by_name[reference]
     challenger = by_name["challenger"]
-    comparison = {"reference": reference, "bootstrap_unit": "partition",
+    comparison = {"reference": reference,
                   **paired_auroc_difference(challenger.prob, ref.prob, y, samples=samples, level=policy.confidence,
                                             seed=spec.model.seed, blocks=blocks)}
     slice_comparisons = []
@@ -129,7 +129,7 @@ def render_report(spec: UseCaseSpec, evaluation: dict[str, Any], version: str, *
         "",
         f"## Challenger vs {c['reference']}",
         f"AUROC difference {_num(c['difference'])} with a {c['level']:.0%} paired bootstrap interval "
-        f"[{_num(c['low'])}, {_num(c['high'])}] ({c['samples']} resamples of whole partitions).",
+        f"[{_num(c['low'])}, {_num(c['high'])}] ({c['samples']} paired bootstrap resamples of {c['unit']}s).",
         "",
         "## Challenger per slice",
         markdown_table(evaluation["slices"]["challenger"], ["slice", "value", "rows", "auroc", "f1", "brier", "ece"]),

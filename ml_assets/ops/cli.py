@@ -33,8 +33,10 @@ def _landing(args: argparse.Namespace) -> Path:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from ml_assets.ops.demo import run_demo
+    from ml_assets.ops.runner import check_partition
 
     spec, root = _spec(args), _landing(args)
+    check_partition(spec, args.last, "--last")
     return run_demo(_platform(args, str(root)), spec, root / spec.name, args.last, args.partitions_per_tick)
 
 
@@ -45,11 +47,14 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from datetime import date
+
     from ml_assets.ops.replay import print_replay, run_replay
+    from ml_assets.ops.runner import check_partition
 
     spec, root = _spec(args), _landing(args)
-    first = spec.partition_range(args.first, args.first)[0] if args.first else spec.partitions_start
-    last = spec.partition_range(args.last, args.last)[0] if args.last else spec.partitions_end
+    first = date.fromisoformat(check_partition(spec, args.first, "--first") or str(spec.partitions_start))
+    last = date.fromisoformat(check_partition(spec, args.last, "--last") or str(spec.partitions_end))
     print(f"[{spec.name}] replaying {first}..{last} through the sensors; landing {root / spec.name}")
     print_replay(run_replay(_platform(args, str(root)), spec, root / spec.name, first, last,
                             args.partitions_per_tick))

@@ -24,6 +24,7 @@ from resources.lakehouse import LakehouseResource
 from resources.sources import RawSourceResource
 
 CONTRACT_CHECK = "contract"
+EVENT_PARTITION = "_event_partition"  # quarantine: the partition the row's own event time says
 
 
 def build_raw_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
@@ -34,7 +35,8 @@ def _column_docs(table: TableSpec) -> dict[str, str]:
     docs = {n: c.description for n, c in table.columns.items() if c.description}
     return docs | {PARTITION_COLUMN: f"the row's {table.name} partition (local date of its event time)",
                    contracts.EVENT_TIME_COLUMN: "event time as local wall-clock time",
-                   contracts.RULE: "the first contract rule the row broke"}
+                   contracts.RULE: "the first contract rule the row broke",
+                   EVENT_PARTITION: "quarantine only: the partition the row's own event time belongs to"}
 
 
 def _partitioned(spec: UseCaseSpec, table: TableSpec) -> dg.AssetsDefinition:
@@ -98,7 +100,10 @@ def _partitioned(spec: UseCaseSpec, table: TableSpec) -> dg.AssetsDefinition:
                           + "\n".join(lines), problems)
 
         good = pl.concat([s.good for s in splits.values()], how="vertical")
-        bad = pl.concat([s.quarantined for s in splits.values()], how="vertical")
+        # A quarantined row is kept in the partition it was delivered in (its own event partition beside it).
+        bad = pl.concat([s.quarantined.with_columns(pl.col(PARTITION_COLUMN).alias(EVENT_PARTITION),
+                                                    pl.lit(day).alias(PARTITION_COLUMN))
+                         for day, s in splits.items()], how="vertical")
         meta = {}
         for day, s in splits.items():
             pkey = day.isoformat()

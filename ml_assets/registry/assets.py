@@ -84,8 +84,8 @@ def _promotion_decision(spec: UseCaseSpec) -> dg.AssetsDefinition:
             record = model_registry.get(spec.name, version)
             card = render_model_card(spec, record, model_evaluation, decision)
             card_uri, card_sha = model_registry.write_model_card(spec.name, version, card)
-            outcome = "promote" if decision.promote else "refused"
-            context.instance.add_run_tags(context.run.run_id, {OUTCOME_TAG: outcome})
+            if not decision.promote:  # a promotion is tagged by production_model once it happened
+                context.instance.add_run_tags(context.run.run_id, {OUTCOME_TAG: "refused"})
             rows = [{"rule": r.name, "result": "PASS" if r.passed else "FAIL", "detail": r.detail}
                     for r in decision.rules]
             return dg.MaterializeResult(
