@@ -15,9 +15,11 @@ os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")
 os.environ.pop("ML_LANDING_URI", None)
 
 from ml_assets.definitions import build_definitions
-from ml_assets.runner import Platform
-from ml_assets.usecases import FLIGHT_DELAY
+from ml_assets.ops.runner import Platform
+from ml_assets.spec.catalog import use_case
 from resources import build_resources
+
+FLIGHTS = use_case("flight_delay")
 
 # A short real window: ingest five weeks, train on January (its last 7 days validate), evaluate
 # and score the first week of February.
@@ -38,15 +40,25 @@ class Materialized:
     def resources(self):
         return self.platform.defs.resources
 
+    @property
+    def instance(self) -> dg.DagsterInstance:
+        return self.platform.instance
 
-def make_platform(root: Path, instance: dg.DagsterInstance) -> Platform:
-    defs = build_definitions(build_resources(lakehouse_root=str(root)))
-    return Platform(defs, instance, log_level="ERROR")
+
+def make_platform(root: Path, instance: dg.DagsterInstance, landing_root: Path | None = None) -> Platform:
+    resources = build_resources(lakehouse_root=str(root), landing_root=str(landing_root) if landing_root else None)
+    return Platform(build_definitions(resources), instance, log_level="ERROR")
+
+
+def train_window(platform: Platform, spec=FLIGHTS, **overrides) -> dg.ExecuteInProcessResult:
+    window = {"train_start": WINDOW["train"][0], "train_end": WINDOW["train"][1],
+              "eval_start": WINDOW["evaluate"][0], "eval_end": WINDOW["evaluate"][1]} | overrides
+    return platform.train(spec, **window)
 
 
 @pytest.fixture(scope="session")
 def spec():
-    return FLIGHT_DELAY
+    return FLIGHTS
 
 
 @pytest.fixture(scope="session")
@@ -55,11 +67,8 @@ def materialized(tmp_path_factory) -> Materialized:
     with dg.instance_for_test() as instance:
         platform = make_platform(root, instance)
         runs = {
-            "ingest": platform.ingest(FLIGHT_DELAY, *WINDOW["ingest"]),
-            "train": platform.train(
-                FLIGHT_DELAY, train_start=WINDOW["train"][0], train_end=WINDOW["train"][1],
-                eval_start=WINDOW["evaluate"][0], eval_end=WINDOW["evaluate"][1],
-            ),
-            "score": platform.score(FLIGHT_DELAY, *WINDOW["evaluate"]),
+            "ingest": platform.ingest(FLIGHTS, *WINDOW["ingest"]),
+            "train": train_window(platform),
+            "score": platform.score(FLIGHTS, *WINDOW["evaluate"]),
         }
         yield Materialized(platform, root, runs)

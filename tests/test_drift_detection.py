@@ -17,8 +17,8 @@ import pytest
 from ml_assets.features.compute import compute_features, compute_labels
 from ml_assets.monitoring.drift import drift_scores, summarize
 from ml_assets.profiles import whylogs_profile as wp
-from resources.sources import RawSourceResource
-from sensors.policy import consecutive_drifted
+from sensors.policy import drift_streak
+from tests import real_data
 
 SHIFT_DAY = date(2013, 2, 15)
 STRETCH = [date(2013, 2, 1) + timedelta(days=i) for i in range(59)]  # Feb 1 .. Mar 31
@@ -28,33 +28,32 @@ UNITS = {"temp": lambda c: (c - 32) * 5 / 9, "dewp": lambda c: (c - 32) * 5 / 9,
 
 @pytest.fixture(scope="module")
 def features(spec):
-    source = RawSourceResource()
     days = [date(2013, 1, 1) + timedelta(days=i) for i in range(90)]
-    events = source.read(spec.source("flights"), spec.embedded_package, days)
-    lookups = {"weather": source.read(spec.source("weather"), spec.embedded_package, days),
-               "planes": source.read(spec.source("planes"), spec.embedded_package)}
+    events = real_data.rows(spec, "flights", days)
+    lookups = {"weather": real_data.rows(spec, "weather", days),
+               "planes": real_data.rows(spec, "planes")}
     return compute_features(spec, events, lookups, compute_labels(spec, events))
 
 
 def _first_alarm(spec, features: pl.DataFrame, shifted: bool) -> tuple[list[date], dict[str, float]]:
     mon = spec.monitoring
     num, cat = list(spec.features.numeric), list(spec.features.categorical)
-    reference = wp.profile_frame(features.filter(pl.col("event_date") < date(2013, 2, 1)), num, cat)
+    reference = wp.profile_frame(features.filter(pl.col("partition_date") < date(2013, 2, 1)), num, cat)
     if shifted:
-        after = pl.col("event_date") >= SHIFT_DAY
+        after = pl.col("partition_date") >= SHIFT_DAY
         features = features.with_columns([pl.when(after).then(f(pl.col(c))).otherwise(pl.col(c)).alias(c)
                                           for c, f in UNITS.items()])
-    daily = {d: wp.profile_frame(p, num, cat) for (d,), p in features.group_by(["event_date"])}
+    daily = {d: wp.profile_frame(p, num, cat) for (d,), p in features.group_by(["partition_date"])}
     flags, shares, alarms = {}, {}, []
     for day in STRETCH:
-        window = [daily[day - timedelta(days=i)] for i in range(mon.window_days)]
+        window = [daily[day - timedelta(days=i)] for i in range(int(mon.window))]
         current = window[0]
         for view in window[1:]:
             current = current.merge(view)
         summary = summarize(drift_scores(reference, current, num, cat, mon.quantile_bins), mon.feature_drift_threshold)
         flags[day.isoformat()] = summary["drifted_share"] > mon.drifted_share_threshold
         shares[day.isoformat()] = round(summary["drifted_share"], 3)
-        if consecutive_drifted(flags, day.isoformat()) == mon.consecutive_partitions:
+        if len(drift_streak(spec, flags, day.isoformat())) == mon.consecutive_partitions:
             alarms.append(day)
     return alarms, shares
 
@@ -71,5 +70,5 @@ def test_detection_delay_and_false_alarms(spec, features, capsys):
     with capsys.disabled():
         print("\ndrift detection:", json.dumps(report))
     # A trailing window needs a few shifted days before a column crosses, then the streak must build.
-    assert delay <= spec.monitoring.window_days + spec.monitoring.consecutive_partitions - 1
+    assert delay <= int(spec.monitoring.window) + spec.monitoring.consecutive_partitions - 1
     assert len(false_alarms) == 0

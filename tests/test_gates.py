@@ -1,39 +1,79 @@
-"""Promotion rules, decided on metrics alone."""
+"""Promotion rules, decided on an evaluation document alone: every rule refuses on its own, and the
+interval (not the point estimate) decides."""
+
+import pytest
 
 from ml_assets.registry.gates import decide
-from ml_assets.spec import PromotionSpec
+from tests.conftest import FLIGHTS
 
-POLICY = PromotionSpec(min_improvement=0.005, max_calibration_error=0.05, max_slice_regression=0.03, min_rows=1000)
-
-
-def _m(auroc, ece=0.02, rows=5000):
-    return {"auroc": auroc, "ece": ece, "rows": rows}
-
-
-def _slices(*aurocs):
-    return [{"slice": "carrier", "value": f"c{i}", "auroc": a} for i, a in enumerate(aurocs)]
+SPEC = FLIGHTS.model_copy(update={"promotion": FLIGHTS.promotion.model_copy(update={
+    "min_improvement": 0.0, "max_calibration_error": 0.05, "max_slice_regression": 0.03,
+    "min_rows_per_partition": 100, "non_inferiority_margin": 0.005})})
+MAX_AGE = int(SPEC.monitoring.max_model_age)
 
 
-def test_challenger_that_beats_the_champion_by_the_margin_is_promoted():
-    d = decide(POLICY, _m(0.70), _m(0.69), "champion", _slices(0.7, 0.68), _slices(0.69, 0.69))
-    assert d["promote"] and not d["failed"]
-    assert any("gain +0.0100" in r for r in d["passed"])
+def _evaluation(low=0.004, high=0.02, diff=0.012, ece=0.02, champion_ece=0.02, rows=5000, partitions=7,
+                reference="champion", slices=(), fairness=None):
+    return {
+        "comparison": {"reference": reference, "difference": diff, "low": low, "high": high, "level": 0.9},
+        "metrics": {"challenger": {"auroc": 0.70, "ece": ece}, reference: {"auroc": 0.70 - diff, "ece": champion_ece}},
+        "rows": rows, "partitions": partitions,
+        "slice_comparisons": [{"slice": "carrier", "value": v, "difference": d, "low": lo, "high": hi, "rows": 500}
+                              for v, d, lo, hi in slices],
+        "small_slices": [], "fairness": {"challenger": fairness or []},
+    }
 
 
-def test_improvement_below_the_margin_is_refused():
-    d = decide(POLICY, _m(0.693), _m(0.69), "champion", [], [])
-    assert not d["promote"] and "auroc" in d["failed"][0]
+def _failed(decision):
+    return [r.name for r in decision.rules if not r.passed]
 
 
-def test_each_guardrail_refuses_on_its_own():
-    assert not decide(POLICY, _m(0.75, ece=0.09), _m(0.69), "champion", [], [])["promote"]
-    assert not decide(POLICY, _m(0.75, rows=10), _m(0.69), "champion", [], [])["promote"]
-    worse_slice = decide(POLICY, _m(0.75), _m(0.69), "champion", _slices(0.80, 0.60), _slices(0.70, 0.70))
-    assert not worse_slice["promote"]
-    assert "c1" in worse_slice["failed"][0]
+def test_a_significant_improvement_is_promoted_with_its_numbers():
+    d = decide(SPEC, _evaluation(), champion_age=10)
+    assert d.promote and not d.failed
+    auroc = next(r for r in d.rules if r.name == "auroc")
+    assert auroc.numbers["low"] == 0.004 and auroc.numbers["mode"] == "superiority"
 
 
-def test_first_model_needs_only_to_beat_the_baseline_overall():
-    d = decide(POLICY, _m(0.62), _m(0.60), "baseline", _slices(0.5), _slices(0.7))
-    assert d["promote"] and d["reference"] == "baseline"
-    assert not decide(POLICY, _m(0.59), _m(0.60), "baseline", [], [])["promote"]
+def test_the_interval_decides_not_the_point_estimate():
+    assert _failed(decide(SPEC, _evaluation(low=-0.001, diff=0.02), champion_age=10)) == ["auroc"]
+
+
+def test_a_stale_champion_needs_only_non_inferiority():
+    even = _evaluation(low=-0.004, diff=0.001)
+    assert not decide(SPEC, even, champion_age=MAX_AGE).promote
+    d = decide(SPEC, even, champion_age=MAX_AGE + 1)
+    assert d.promote and d.rules[0].numbers["mode"] == "non_inferiority"
+    assert not decide(SPEC, _evaluation(low=-0.006, diff=0.001), champion_age=MAX_AGE + 1).promote
+
+
+@pytest.mark.parametrize(("change", "rule"), [
+    ({"ece": 0.09, "champion_ece": 0.02}, "calibration"),
+    ({"rows": 699}, "rows"),
+    ({"slices": [("c1", -0.05, -0.08, -0.01)]}, "slices"),
+])
+def test_each_guardrail_refuses_on_its_own(change, rule):
+    assert _failed(decide(SPEC, _evaluation(**change), champion_age=10)) == [rule]
+
+
+def test_calibration_no_worse_than_the_champion_passes_a_base_rate_shift():
+    assert decide(SPEC, _evaluation(ece=0.08, champion_ece=0.075), champion_age=10).promote
+
+
+def test_a_slice_drop_that_is_not_significant_does_not_refuse():
+    assert decide(SPEC, _evaluation(slices=[("c1", -0.05, -0.09, 0.01)]), champion_age=10).promote
+
+
+def test_first_model_needs_only_to_beat_the_baseline():
+    d = decide(SPEC, _evaluation(reference="baseline"), champion_age=None)
+    assert d.promote and d.reference == "baseline"
+    assert not decide(SPEC, _evaluation(reference="baseline", low=-0.01), champion_age=None).promote
+
+
+def test_fairness_bounds_gate_only_when_configured():
+    unfair = [{"attribute": "origin", "equalized_odds_difference": 0.2, "demographic_parity_difference": 0.1}]
+    assert decide(SPEC, _evaluation(fairness=unfair), champion_age=10).promote
+    gated = SPEC.model_copy(update={"promotion": SPEC.promotion.model_copy(
+        update={"max_equalized_odds_difference": 0.1})})
+    assert _failed(decide(gated, _evaluation(fairness=unfair), champion_age=10)) == [
+        "fairness:origin:equalized_odds_difference"]

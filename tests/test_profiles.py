@@ -3,6 +3,7 @@
 import polars as pl
 
 from ml_assets.profiles import whylogs_profile as wp
+from tests import real_data
 
 
 def _frame():
@@ -69,16 +70,14 @@ def test_columnar_feed_gives_whylogs_own_profile_on_edge_cases():
 def test_columnar_feed_gives_whylogs_own_profile_on_real_feature_partitions(spec):
     from datetime import date, timedelta
 
-    from ml_assets.features.compute import EVENT_DATE, compute_features, compute_labels
-    from resources.sources import RawSourceResource
+    from ml_assets.features.compute import PARTITION, compute_features, compute_labels
 
     days = [date(2013, 2, 20) + timedelta(days=i) for i in range(4)]
-    source = RawSourceResource()
-    events = source.read(spec.source("flights"), spec.embedded_package, days)
-    lookups = {"weather": source.read(spec.source("weather"), spec.embedded_package, days),
-               "planes": source.read(spec.source("planes"), spec.embedded_package)}
+    events = real_data.rows(spec, "flights", days)
+    lookups = {"weather": real_data.rows(spec, "weather", days),
+               "planes": real_data.rows(spec, "planes")}
     features = compute_features(spec, events, lookups, compute_labels(spec, events))
     numeric, categorical = list(spec.features.numeric), list(spec.features.categorical)
     for day in days:
-        part = features.filter(pl.col(EVENT_DATE) == day)
+        part = features.filter(pl.col(PARTITION) == day)
         assert _same(wp.profile_frame(part, numeric, categorical), _why_log(part, numeric, categorical)), day

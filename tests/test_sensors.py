@@ -7,25 +7,26 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from ml_assets.definitions import build_definitions
-from ml_assets.replay import land_day
-from ml_assets.runner import Platform
-from ml_assets.spec import date_range
-from resources import build_resources
-from sensors.policy import EVIDENCE_TAG, TRIGGER_TAG
+from ml_assets.keys import EVIDENCE_TAG, TRIGGER_TAG
+from ml_assets.ops.replay import Lander
+from ml_assets.ops.runner import Platform
+from ml_assets.registry.models import production_pointer
+from tests.conftest import make_platform
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, spec):
-    landing = tmp_path_factory.mktemp("landing")
+    root = tmp_path_factory.mktemp("landing")
     lake = tmp_path_factory.mktemp("lake")
-    for day in date_range("2013-01-01", "2013-02-15"):
-        land_day(spec, landing, day)
+    lander = Lander(spec, root / spec.name)
+    for day in spec.partition_range("2013-01-01", "2013-02-15"):
+        lander.land(day)
     with dg.instance_for_test() as instance:
-        defs = build_definitions(build_resources(lakehouse_root=str(lake), landing_uri=str(landing)))
-        yield Platform(defs, instance, log_level="CRITICAL"), landing
+        platform = make_platform(lake, instance, root)
+        platform.log_level = "CRITICAL"
+        yield platform, lander
 
 
 def _evaluate(platform: Platform, name: str, cursor: str | None):
@@ -45,7 +46,8 @@ def _execute(platform: Platform, request: dg.RunRequest) -> dg.ExecuteInProcessR
 
 
 def test_sensor_loop(world, spec):
-    platform, landing = world
+    platform, lander = world
+    landing = lander.landing
     # (c) New data: one catch-up request for every landed day; before a model exists, ingest only.
     data = _evaluate(platform, "new_data", None)
     (request,) = data.run_requests
@@ -60,25 +62,26 @@ def test_sensor_loop(world, spec):
     (boot,) = data.run_requests
     assert boot.tags[TRIGGER_TAG] == "bootstrap" and boot.run_key == f"bootstrap:{spec.name}"
     plan = json.loads(boot.tags[EVIDENCE_TAG])["plan"]
-    assert (plan["train_start"], plan["train_end"]) == (spec.training.train_start, spec.training.train_end)
-    assert (plan["eval_start"], plan["eval_end"]) == (spec.evaluation.start, spec.evaluation.end)
+    assert (plan["train_start"], plan["train_end"]) == (spec.training.start.isoformat(), spec.training.end.isoformat())
+    evaluation = spec.evaluation
+    assert (plan["eval_start"], plan["eval_end"]) == (evaluation.start.isoformat(), evaluation.end.isoformat())
     assert _execute(platform, boot).success
-    assert platform.defs.resources["model_registry"].production(spec.name) is not None
+    assert production_pointer(platform.instance, platform.defs.resources["model_registry"], spec.name) is not None
     assert _evaluate(platform, "freshness_retrain", None).run_requests == []  # a fresh champion
 
     # New days arrive after two silent upstream changes, both inside the contracts' rules so only drift
     # detection can notice: the weather feed switches units and the flights feed recodes carriers and
     # destinations (IATA -> ICAO style). The daily loop runs them.
-    for day in date_range("2013-02-16", "2013-03-08"):
-        land_day(spec, landing, day)
+    for day in spec.partition_range("2013-02-16", "2013-03-08"):
+        lander.land(day)
         flights = landing / "flights" / f"{day}.parquet"
-        pl.read_parquet(flights).with_columns((pl.col("carrier") + "X").alias("carrier"),
-                                              ("K" + pl.col("dest")).alias("dest")).write_parquet(flights)
+        _redeliver(flights, pl.read_parquet(flights).with_columns((pl.col("carrier") + "X").alias("carrier"),
+                                                                  ("K" + pl.col("dest")).alias("dest")))
         path = landing / "weather" / f"{day}.parquet"
         weather = pl.read_parquet(path)
-        weather.with_columns(((pl.col("temp") - 32) * 5 / 9).alias("temp"), ((pl.col("dewp") - 32) * 5 / 9)
-                             .alias("dewp"), (pl.col("wind_speed") * 1.609).alias("wind_speed"),
-                             (pl.col("precip") * 25.4).alias("precip")).write_parquet(path)
+        _redeliver(path, weather.with_columns(
+            ((pl.col("temp") - 32) * 5 / 9).alias("temp"), ((pl.col("dewp") - 32) * 5 / 9).alias("dewp"),
+            (pl.col("wind_speed") * 1.609).alias("wind_speed"), (pl.col("precip") * 25.4).alias("precip")))
     data = _evaluate(platform, "new_data", "2013-02-15")
     (daily,) = data.run_requests
     assert daily.job_name.endswith("__daily")
@@ -90,15 +93,28 @@ def test_sensor_loop(world, spec):
     (retrain,) = drift.run_requests
     assert retrain.tags[TRIGGER_TAG] == "drift" and retrain.run_key.startswith("drift:")
     evidence = json.loads(retrain.tags[EVIDENCE_TAG])
-    assert len(evidence["drifted_days"]) >= spec.monitoring.consecutive_partitions
+    streak = evidence["drifted_partitions"]
+    assert len(streak) >= spec.monitoring.consecutive_partitions
+    assert streak == [d.isoformat() for d in spec.partition_range(streak[0], streak[-1])]  # consecutive
+    assert streak[-1] == retrain.tags["ml/data_partition"]  # ends at the partition that fired
     again = _evaluate(platform, "drift_retrain", None)  # re-evaluating the same tick: the same run key
     assert [r.run_key for r in again.run_requests] == [retrain.run_key]
     assert _evaluate(platform, "drift_retrain", drift.cursor).run_requests == []  # nothing new since the cursor
     _execute(platform, retrain)  # promoted or refused: either way a version is registered
     assert len(platform.defs.resources["model_registry"].versions(spec.name)) == 2
+    run = platform.instance.get_runs(dg.RunsFilter(tags={TRIGGER_TAG: "drift"}))[0]
+    assert run.tags["ml/outcome"] in ("promoted", "refused")
     # Drift persists, but the data-time cooldown prevents a retrain storm.
     cooled = _evaluate(platform, "drift_retrain", None)
     assert cooled.run_requests == [] and "cooldown" in (cooled.skip_message or "")
     last_day = date.fromisoformat("2013-03-08")
     latest = platform.instance.get_latest_materialization_event(dg.AssetKey([spec.name, "drift_report"]))
     assert latest.asset_materialization.partition == last_day.isoformat()
+
+
+def _redeliver(path, frame: pl.DataFrame) -> None:
+    """A producer re-delivering a file: new bytes and their checksum."""
+    import hashlib
+
+    frame.write_parquet(path)
+    (path.parent / f"{path.name}.sha256").write_text(hashlib.sha256(path.read_bytes()).hexdigest())

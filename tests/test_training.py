@@ -5,23 +5,22 @@ from datetime import date, timedelta
 import polars as pl
 import pytest
 
-from ml_assets.features.compute import EVENT_DATE, EVENT_ID, LABEL, compute_features, compute_labels
+from ml_assets.features.compute import EVENT_ID, LABEL, PARTITION, compute_features, compute_labels
 from ml_assets.training import train
 from resources.lakehouse import sha256_bytes
-from resources.sources import RawSourceResource
+from tests import real_data
 
 
 @pytest.fixture(scope="module")
 def frames(spec):
     days = [date(2013, 5, 1) + timedelta(days=i) for i in range(14)]
-    source = RawSourceResource()
-    events = source.read(spec.source("flights"), spec.embedded_package, days)
-    lookups = {"weather": source.read(spec.source("weather"), spec.embedded_package, days),
-               "planes": source.read(spec.source("planes"), spec.embedded_package)}
+    events = real_data.rows(spec, "flights", days)
+    lookups = {"weather": real_data.rows(spec, "weather", days),
+               "planes": real_data.rows(spec, "planes")}
     labels = compute_labels(spec, events)
     data = compute_features(spec, events, lookups, labels).join(labels.select(EVENT_ID, LABEL), on=EVENT_ID)
     cut = days[10]
-    return data.filter(pl.col(EVENT_DATE) < cut), data.filter(pl.col(EVENT_DATE) >= cut)
+    return data.filter(pl.col(PARTITION) < cut), data.filter(pl.col(PARTITION) >= cut)
 
 
 def _train(spec, frames):
