@@ -137,7 +137,7 @@ def _features(spec: UseCaseSpec) -> dg.AssetsDefinition:
                                                             spec.partition_range(first, last))
             inputs.append(tables.receipts_for(history_of, keys.labels.to_user_string(), label_receipts))
         relations["labels"] = labels
-        known = _labelled_history(labels, history_of)
+        known = _labelled_history(spec, labels, partitions)
         with tempfile.TemporaryDirectory(prefix="features-") as staging:
             # Every chunk is checked before any partition is written: a broken contract leaves all files as they were.
             staged, problems = [], {}
@@ -171,25 +171,35 @@ def _features(spec: UseCaseSpec) -> dg.AssetsDefinition:
     return features
 
 
-def _labelled_history(labels, history_of: dict[str, list[str]]) -> dict[str, int]:
-    """Per partition, how many labels its rolling rates could read (0: no history yet)."""
+def _labelled_history(spec: UseCaseSpec, labels, partitions) -> dict[str, dict[int, int]]:
+    """Per partition and rolling window, how many labels that window could read (0: no history yet)."""
     import polars as pl
 
-    if labels.is_empty():
-        return dict.fromkeys(history_of, 0)
-    counts = dict(labels.group_by(compute.PARTITION).len().with_columns(pl.col(compute.PARTITION).cast(pl.String))
-                  .iter_rows())
-    return {p: sum(counts.get(h, 0) for h in hist) for p, hist in history_of.items()}
+    counts = {} if labels.is_empty() else dict(
+        labels.group_by(compute.PARTITION).len().with_columns(pl.col(compute.PARTITION).cast(pl.String)).iter_rows())
+    windows = sorted({int(w) for r in spec.features.rolling_rates for w in r.windows})
+    out = {}
+    for p in partitions:
+        last = spec.shift(p, -spec.label_delay)
+        out[p.isoformat()] = {w: sum(counts.get(spec.shift(last, -i).isoformat(), 0) for i in range(w))
+                              for w in windows}
+    return out
 
 
-def _problems(spec: UseCaseSpec, frame, days, known: dict[str, int]) -> dict[str, list[str]]:
+def _problems(spec: UseCaseSpec, frame, days, known: dict[str, dict[int, int]]) -> dict[str, list[str]]:
     import polars as pl
 
-    rates = {n for r in spec.features.rolling_rates for n in r.feature_names(spec.cadence)}
     problems = {}
     for day in days:
-        # No label history yet (the first partitions, or labels that start late): rates are the prior.
-        exempt = set(rates) if known.get(day.isoformat(), 0) == 0 else set()
+        # A rate whose window holds no known label yet (the first partitions, labels that start late, a
+        # gap in the data) is null for every event: exempt, per window.
+        history = known.get(day.isoformat(), {})
+        exempt = set()
+        for rate in spec.features.rolling_rates:
+            counts = rate.count_names(spec.cadence) or [None] * len(rate.windows)
+            for w, name, count in zip(rate.windows, rate.feature_names(spec.cadence), counts, strict=True):
+                if history.get(int(w), 0) == 0:
+                    exempt |= {name, count} - {None}
         for lookup in spec.features.lookups:  # a partition the source is known to lack
             if day.isoformat() in spec.source(lookup.table).known_missing_partitions:
                 exempt |= set(lookup.columns)
