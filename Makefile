@@ -6,6 +6,8 @@ BIN    := $(VENV)/bin
 export DAGSTER_HOME        ?= $(CURDIR)/.dagster_home
 export ML_LAKEHOUSE_ROOT   ?= $(CURDIR)/.lakehouse
 ML_LANDING_URI            ?= $(CURDIR)/.landing
+# Which use case `make demo` / `make quickstart` run (one folder per use case in ml_assets/defs/).
+USE_CASE                  ?= flight_delay
 export WHYLOGS_NO_ANALYTICS := True
 # One ASSET_MATERIALIZATION_PLANNED event per asset for a range run instead of one per partition
 # (a year's ingest: 43 s -> 1 s before the first step). Trade-off: partitions of a failed range run
@@ -25,16 +27,16 @@ install: $(BIN)/.installed
 
 # The project-local Dagster instance: SQLite storage, configured by ./dagster.yaml.
 home:
-	mkdir -p $(DAGSTER_HOME)
+	mkdir -p -m 700 $(DAGSTER_HOME)
 	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
-# The full-year replay through the sensors (+ reproduction and a summary) into the project instance.
+# The use case's whole range replayed through the sensors (+ reproduction and a summary) into the project instance.
 demo: install home
-	ML_LANDING_URI=$(ML_LANDING_URI) $(BIN)/mlp --log-level CRITICAL demo
+	ML_LANDING_URI=$(ML_LANDING_URI) $(BIN)/mlp --use-case $(USE_CASE) --log-level CRITICAL demo
 
-# The batch path without sensors: Jan-Feb ingest, train on January, evaluate, score February.
+# The batch path without sensors: ingest through the first evaluation window, train, decide, score it.
 quickstart: install home
-	$(BIN)/mlp quickstart
+	$(BIN)/mlp --use-case $(USE_CASE) quickstart
 
 # Everything the tests drive for real (PostgreSQL, Chromium, nginx) is started or installed first.
 test: install deploy-prereqs
@@ -48,8 +50,10 @@ test-fast: install
 ui: install home
 	ML_LANDING_URI=$(ML_LANDING_URI) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
+# Load every use case (schema + cross-references) exactly as the webserver would, and list what it defines.
 validate: install home
-	$(BIN)/dagster definitions validate -w workspace.yaml
+	$(BIN)/dg check defs
+	$(BIN)/dg list defs
 
 lint: install
 	$(BIN)/ruff check .

@@ -91,6 +91,13 @@ def test_a_yaml_only_use_case_loads_validates_and_runs(tmp_path):
                 evaluation = train.asset_materializations_for_node("__".join(keys.model_evaluation.path))[0]
                 assert evaluation.metadata["challenger_auroc"].value > evaluation.metadata["baseline_auroc"].value
                 assert platform.score(spec, str(spec.evaluation.start), last).success
+                # The next week through the whole per-partition loop: raw .. predictions, drift, performance.
+                nxt = str(spec.shift(spec.evaluation.end, 1))
+                daily = platform.daily(spec, nxt)
+                assert daily.success, platform.failure_text(daily)
+                for key in (keys.raw("readings"), keys.labels, keys.features, keys.feature_profiles,
+                            keys.predictions, keys.drift_report, keys.realized_performance):
+                    assert nxt in instance.get_materialized_partitions(key), key
 
 
 def test_a_broken_yaml_use_case_fails_at_load_naming_file_field_and_reason(tmp_path):

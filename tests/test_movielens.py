@@ -35,3 +35,24 @@ def test_movielens_runs_from_yaml_with_nothing_lost(tmp_path):
         assert decision["outcome"].value in ("promote", "refuse")
         evaluation = train.asset_materializations_for_node("__".join(keys.model_evaluation.path))[0].metadata
         assert 0.55 < evaluation["challenger_auroc"].value < 0.80  # much higher would mean leakage
+
+
+def test_movielens_features_never_see_labels_of_their_own_partition_or_later():
+    """Flip every label of one month: no feature of that month or earlier changes; a later one does."""
+    import polars as pl
+
+    from ml_assets.features.compute import LABEL, PARTITION, compute_features, compute_labels
+    from tests import real_data
+
+    spec = use_case("movielens")
+    months = spec.partition_range("2003-01-01", "2006-12-01")
+    events, lookups = real_data.feature_inputs(spec, months)
+    labels = compute_labels(spec, events)
+    month = months[30]
+    flipped = labels.with_columns(pl.when(pl.col(PARTITION) == month).then(~pl.col(LABEL)).otherwise(pl.col(LABEL))
+                                  .alias(LABEL))
+    before, after = compute_features(spec, events, lookups, labels), compute_features(spec, events, lookups, flipped)
+    upto = pl.col(PARTITION) <= month
+    assert before.filter(upto).equals(after.filter(upto))
+    later = pl.col(PARTITION) == spec.shift(month, spec.label_delay)
+    assert not before.filter(later).equals(after.filter(later))
