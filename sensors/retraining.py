@@ -123,9 +123,18 @@ def build_freshness_sensor(spec: UseCaseSpec, jobs: list) -> dg.SensorDefinition
             ready = spec.shift(spec.evaluation.end, spec.label_delay)
             if newest_day < ready:
                 return dg.SkipReason(f"bootstrap waits for labels through {spec.evaluation.end} (known at {ready})")
-            request = _retrain_request(spec, "bootstrap", newest_day, {"newest_labelled_partition": newest},
-                                       run_key=f"bootstrap:{spec.name}", plan=policy.bootstrap_plan(spec))
-            return [request]
+            last_trained = _last_trained_end(model_registry, spec)
+            if last_trained is None:  # the first model: the declared windows
+                return [_retrain_request(spec, "bootstrap", newest_day, {"newest_labelled_partition": newest},
+                                         run_key=f"bootstrap:{spec.name}", plan=policy.bootstrap_plan(spec))]
+            # Every challenger so far was refused: try again on the latest labelled window, after the cooldown.
+            if policy.in_cooldown(spec, newest_day, last_trained):
+                return dg.SkipReason(f"no model in production yet; the last challenger (trained to {last_trained}) "
+                                     "was refused and retraining is in cooldown")
+            request = _retrain_request(spec, "bootstrap", newest_day,
+                                       {"newest_labelled_partition": newest, "previous_refused_to": last_trained},
+                                       run_key=f"bootstrap:{spec.name}:{newest}")
+            return [request] if request else dg.SkipReason("not enough labelled history")
         newest = _newest_partition(context.instance, keys.predictions)
         if newest is None:
             return dg.SkipReason("champion has not scored anything yet")

@@ -18,7 +18,8 @@ def _evaluation(low=0.004, high=0.02, diff=0.012, ece=0.02, champion_ece=0.02, r
         "comparison": {"reference": reference, "difference": diff, "low": low, "high": high, "level": 0.9},
         "metrics": {"challenger": {"auroc": 0.70, "ece": ece}, reference: {"auroc": 0.70 - diff, "ece": champion_ece}},
         "rows": rows, "partitions": partitions,
-        "slice_comparisons": [{"slice": "carrier", "value": v, "difference": d, "low": lo, "high": hi, "rows": 500}
+        "slice_comparisons": [{"slice": "carrier", "value": v, "difference": d, "low": lo, "high": hi, "rows": 500,
+                               "level": 0.99}
                               for v, d, lo, hi in slices],
         "small_slices": [], "fairness": {"challenger": fairness or []},
     }

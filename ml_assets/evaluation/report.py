@@ -85,17 +85,21 @@ def evaluate(spec: UseCaseSpec, frame: pl.DataFrame, models: list[Scored], *, sa
                                             seed=spec.model.seed, blocks=blocks)}
     slice_comparisons = []
     if reference == "champion":
+        judged = []
         for col in ev.slices:
             values = scored.get_column(col).cast(pl.String).to_numpy()
             for value in sorted(set(values[values != None])):  # noqa: E711 - numpy object comparison
                 mask = values == value
-                if mask.sum() < ev.min_slice_rows:
-                    continue
-                diff = paired_auroc_difference(challenger.prob[mask], ref.prob[mask], y[mask],
-                                               samples=max(200, samples // 5), level=policy.confidence,
-                                               seed=spec.model.seed, blocks=blocks[mask])
-                if diff["difference"] is not None:
-                    slice_comparisons.append({"slice": col, "value": str(value), "rows": int(mask.sum()), **diff})
+                if mask.sum() >= ev.min_slice_rows:
+                    judged.append((col, value, mask))
+        # Bonferroni: with many slices, some would look significant by chance at the overall level.
+        level = 1 - (1 - policy.confidence) / max(1, len(judged))
+        slice_samples = max(200, min(2000, int(10 / ((1 - level) / 2))))
+        for col, value, mask in judged:
+            diff = paired_auroc_difference(challenger.prob[mask], ref.prob[mask], y[mask], samples=slice_samples,
+                                           level=level, seed=spec.model.seed, blocks=blocks[mask])
+            if diff["difference"] is not None:
+                slice_comparisons.append({"slice": col, "value": str(value), "rows": int(mask.sum()), **diff})
     partitions = sorted(set(blocks.tolist()))
     return {
         "window": [partitions[0], partitions[-1]] if partitions else [str(ev.start), str(ev.end)],

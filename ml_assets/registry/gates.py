@@ -69,7 +69,9 @@ def decide(spec: UseCaseSpec, evaluation: dict[str, Any], champion_age: int | No
             name="slices", passed=not failing,
             detail=(f"slices: {len(failing)} significant regression(s) > {policy.max_slice_regression:.4f}; "
                     f"{'e.g.' if failing else 'worst'} {shown['slice']}={shown['value']} difference "
-                    f"{_f(shown['difference'])} [{_f(shown['low'])}, {_f(shown['high'])}] on {shown['rows']} rows; "
+                    f"{_f(shown['difference'])} [{_f(shown['low'])}, {_f(shown['high'])}] "
+                    f"({shown['level']:.2%} interval, "
+                    f"Bonferroni over {len(evaluation['slice_comparisons'])} slices) on {shown['rows']} rows; "
                     f"{len(evaluation['slice_comparisons'])} slices judged, {small} too small to judge"),
             numbers={"failing": len(failing), "judged": len(evaluation["slice_comparisons"]), "too_small": small,
                      "worst_slice": f"{worst['slice']}={worst['value']}", "worst_difference": worst["difference"],

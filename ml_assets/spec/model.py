@@ -260,7 +260,8 @@ class PromotionSpec(Section):
     calibration_tolerance: float = Field(0.01, description="... or: no worse than the champion's ECE on the same "
                                          "events plus this (a base-rate shift hits both).")
     max_slice_regression: float = Field(0.03, description="A slice fails when its AUROC drops by more than this "
-                                        "and the drop is significant (interval above 0).")
+                                        "and the drop is significant (its interval, Bonferroni-adjusted over the "
+                                        "judged slices, is below 0).")
     min_rows_per_partition: int = Field(100, description="Minimum labelled evaluation rows = this x partitions.")
     max_equalized_odds_difference: float | None = Field(None, description="Gate on protected attributes "
                                                         "(unset: reported, not gated).")
