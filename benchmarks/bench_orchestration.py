@@ -129,12 +129,12 @@ def ingested(spec: UseCaseSpec, first: str, last: str, root: str) -> Iterator[tu
     import dagster as dg
 
     from ml_assets.definitions import build_definitions
-    from ml_assets.runner import Platform
+    from ml_assets.ops.runner import Platform
     from resources import build_resources
     from resources.sources import RawSourceResource
 
-    # The embedded package, whatever ML_LANDING_URI says (the Makefile points it at ./.landing).
-    resources = build_resources(lakehouse_root=root) | {"raw_source": RawSourceResource()}
+    # The tables' declared sources, whatever ML_LANDING_URI says (the Makefile points it at ./.landing).
+    resources = build_resources(lakehouse_root=root) | {"raw_source": RawSourceResource(landing_root=None)}
     with dg.instance_for_test() as instance:
         platform = Platform(build_definitions(resources), instance, log_level="ERROR")
         start = time.perf_counter()
@@ -194,28 +194,30 @@ def backfill_policies(defs: Any) -> dict[str, Any]:
 
 
 def replay(spec: UseCaseSpec, workdir: str, first: str, last: str, days_per_tick: int) -> dict[str, Any]:
-    """The platform's day-by-day replay through the real sensors (`ml_assets.replay.run_replay`).
+    """The platform's day-by-day replay through the real sensors (`ml_assets.ops.replay.run_replay`).
 
     Wall time splits into: time inside the runs the sensors requested (asset bodies vs Dagster,
     from each run's event log) and time outside any run (landing the day's files, sensor ticks,
     the closing AUROC report).
     """
+    from datetime import date
     from pathlib import Path
 
     import dagster as dg
 
     from ml_assets.definitions import build_definitions
-    from ml_assets.replay import run_replay
-    from ml_assets.runner import Platform
+    from ml_assets.ops.replay import run_replay
+    from ml_assets.ops.runner import Platform
     from resources import build_resources
 
-    landing = Path(workdir) / "landing"
+    landing_root = Path(workdir) / "landing"  # one landing folder per use case under it
     with dg.instance_for_test() as instance:
         defs = build_definitions(build_resources(lakehouse_root=lakehouse_root(workdir, "lake-replay"),
-                                                 landing_uri=str(landing)))
+                                                 landing_root=str(landing_root)))
         platform = Platform(defs, instance, log_level="ERROR")
         start = time.perf_counter()
-        result = run_replay(platform, spec, landing, first, last, days_per_tick)
+        result = run_replay(platform, spec, landing_root / spec.name, date.fromisoformat(first),
+                            date.fromisoformat(last), partitions_per_tick=days_per_tick)
         wall = time.perf_counter() - start
         runs = instance.get_runs()
         per_job: dict[str, dict[str, float]] = {}

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchmarks.measure import interleaved, rate_summary
-from ml_assets.features.compute import EVENT_DATE
+from ml_assets.features.compute import PARTITION
 from ml_assets.spec import UseCaseSpec
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -74,9 +74,9 @@ def run(spec: UseCaseSpec, features_path: str, config: ProfilingConfig, feature_
 
     numeric, categorical = list(spec.features.numeric), list(spec.features.categorical)
     frame = pl.read_parquet(features_path)
-    days = frame.get_column(EVENT_DATE).unique().sort().to_list()[: config.days]
-    window = frame.filter(pl.col(EVENT_DATE).is_in(days))
-    parts = [window.filter(pl.col(EVENT_DATE) == d) for d in days]  # as the asset slices its range
+    days = frame.get_column(PARTITION).unique().sort().to_list()[: config.days]
+    window = frame.filter(pl.col(PARTITION).is_in(days))
+    parts = [window.filter(pl.col(PARTITION) == d) for d in days]  # as the asset slices its range
     sample = frame.head(config.one_call_rows)
 
     checked = parts[:: max(1, len(parts) // 5)]
@@ -94,7 +94,7 @@ def run(spec: UseCaseSpec, features_path: str, config: ProfilingConfig, feature_
     fns = {
         "platform_per_day": lambda: per_day(wp.profile_frame),
         "naive_per_day": lambda: per_day(naive_why_log),
-        "floor_per_day": lambda: polars_summary(window, numeric, categorical, EVENT_DATE),
+        "floor_per_day": lambda: polars_summary(window, numeric, categorical, PARTITION),
         "platform_one_call": lambda: wp.profile_frame(sample, numeric, categorical),
         "naive_one_call": lambda: naive_why_log(sample, numeric, categorical),
         "floor_one_call": lambda: polars_summary(sample, numeric, categorical, None),

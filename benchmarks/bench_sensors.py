@@ -50,31 +50,25 @@ def _queries(instance: Any, key: Any) -> dict[str, Callable[[], Any]]:
     }
 
 
-def land(spec: UseCaseSpec, folder: str, days: list[date]) -> str:
-    """Write `days` of every partitioned table (and each dimension) in the landing layout sensors read.
+def land(spec: UseCaseSpec, root: str, days: list[date]) -> str:
+    """Write `days` of every partitioned table (and each dimension) into the use case's landing folder
+    under `root` (`<root>/<use case>/...`, the layout the sensors read); returns `root`.
 
-    Not `ml_assets.replay.land_day`: it re-reads and re-validates the whole embedded table for every
-    day (~0.3 s/day here), which would cost ~2 minutes of the budget for 365 days.
+    `ml_assets.ops.replay.Lander`, as the replay lands partitions: each table's declared source is
+    conformed once per process (the ingest already did it), then one file and checksum per partition.
     """
-    import polars as pl
+    from pathlib import Path
 
-    from resources.sources import RawSourceResource, partition_date_expr
+    from ml_assets.ops.replay import Lander
 
-    source = RawSourceResource()
-    for table in spec.sources:
-        frame = source.read(table, spec.embedded_package)
-        if not table.partitioned:
-            frame.write_parquet(os.path.join(folder, f"{table.name}.parquet"))
-            continue
-        os.makedirs(os.path.join(folder, table.name), exist_ok=True)
-        wanted = frame.with_columns(partition_date_expr(table).alias("_day")).filter(pl.col("_day").is_in(days))
-        for (day,), part in wanted.partition_by("_day", as_dict=True).items():
-            part.drop("_day").write_parquet(os.path.join(folder, table.name, f"{day.isoformat()}.parquet"))
-    return folder
+    lander = Lander(spec, Path(root) / spec.name)
+    for day in days:
+        lander.land(day)
+    return root
 
 
-def _sensor_ticks(platform: Any, landing: str) -> dict[str, Callable[[], Any]]:
-    """Each sensor's tick as the daemon evaluates it, with the raw source reading `landing`.
+def _sensor_ticks(platform: Any, landing_root: str) -> dict[str, Callable[[], Any]]:
+    """Each sensor's tick as the daemon evaluates it, with the raw source reading `landing_root`.
 
     - idle: the cursor its previous tick returned (nothing new: what runs every 30 s);
     - new day: for a date cursor (the new-data sensor), the cursor one day back, so the tick finds one
@@ -84,7 +78,7 @@ def _sensor_ticks(platform: Any, landing: str) -> dict[str, Callable[[], Any]]:
 
     from resources.sources import RawSourceResource
 
-    resources = {**platform.defs.resources, "raw_source": RawSourceResource(kind="landing", landing_uri=landing)}
+    resources = {**platform.defs.resources, "raw_source": RawSourceResource(landing_root=landing_root)}
     ticks: dict[str, Callable[[], Any]] = {}
     for sensor in platform.defs.sensors:
         if isinstance(sensor, dg.AutomationConditionSensorDefinition):
@@ -109,15 +103,15 @@ def _sensor_ticks(platform: Any, landing: str) -> dict[str, Callable[[], Any]]:
 def run(spec: UseCaseSpec, small: Any, large: Any, days: dict[str, list[date]], workdir: str, config: SensorConfig,
         log=print) -> dict[str, Any]:
     """`small` / `large`: Platforms whose instances hold `days["small"]` / `days["large"]` of history."""
-    key = UseCaseKeys(spec).features
+    key = UseCaseKeys(spec.name).features
     small_days, large_days = len(days["small"]), len(days["large"])
     per_instance: dict[str, dict[str, Callable[[], Any]]] = {}
     errors: dict[str, str] = {}
     for label, platform in (("small", small), ("large", large)):
         fns = _queries(platform.instance, key)
-        landing = land(spec, os.path.join(workdir, f"landing-{label}"), days[label])
+        landing_root = land(spec, os.path.join(workdir, f"landing-{label}"), days[label])
         try:
-            fns |= _sensor_ticks(platform, landing)
+            fns |= _sensor_ticks(platform, landing_root)
         except Exception as exc:  # a sensor that cannot be evaluated here is reported, not hidden
             errors[label] = f"{type(exc).__name__}: {exc}"
         per_instance[label] = fns

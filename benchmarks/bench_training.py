@@ -14,12 +14,12 @@ platform's safetensors path first.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 from benchmarks.measure import interleaved, rate_summary
-from ml_assets.features.compute import EVENT_DATE, EVENT_ID, LABEL
+from ml_assets.features.compute import EVENT_ID, LABEL, PARTITION
 from ml_assets.spec import UseCaseSpec
 
 
@@ -37,9 +37,9 @@ def _frames(features_path: str, labels_path: str, train_end: date) -> tuple[Any,
 
     feats = pl.read_parquet(features_path)
     labels = pl.read_parquet(labels_path, columns=[EVENT_ID, LABEL])
-    data = feats.join(labels, on=EVENT_ID, how="inner").sort(EVENT_DATE, EVENT_ID)
-    train = data.filter(pl.col(EVENT_DATE) <= train_end)
-    valid = data.filter((pl.col(EVENT_DATE) > train_end) & (pl.col(EVENT_DATE) <= pl.lit(train_end).dt.offset_by("7d")))
+    data = feats.join(labels, on=EVENT_ID, how="inner").sort(PARTITION, EVENT_ID)
+    train = data.filter(pl.col(PARTITION) <= train_end)
+    valid = data.filter((pl.col(PARTITION) > train_end) & (pl.col(PARTITION) <= pl.lit(train_end).dt.offset_by("7d")))
     if valid.is_empty():  # tiny runs: hold out the last fifth instead
         cut = int(train.height * 0.8)
         train, valid = train.head(cut), train.slice(cut)
@@ -103,12 +103,13 @@ def run(spec: UseCaseSpec, features_path: str, labels_path: str, config: Trainin
     from ml_assets.training import train as tr
     from ml_assets.training.preprocess import Preprocessor
 
-    fs = spec.features
-    model_spec = replace(spec.model, epochs=config.epochs, patience=config.epochs + 1)
+    numeric, categorical = tuple(spec.features.numeric), tuple(spec.features.categorical)  # as the asset passes them
+    model_spec = spec.model.model_copy(update={"epochs": config.epochs, "patience": config.epochs + 1})
+    one_epoch = model_spec.model_copy(update={"epochs": 1})
     train, valid, feats = _frames(features_path, labels_path, config.train_end)
     torch.set_num_threads(model_spec.num_threads)
 
-    pre = Preprocessor.fit(train, fs.numeric, fs.categorical, model_spec.min_category_count)
+    pre = Preprocessor.fit(train, numeric, categorical, model_spec.min_category_count)
     xn, xc = pre.encode(train)
     y = torch.tensor(train.get_column(LABEL).cast(float).to_numpy(), dtype=torch.float32)
     net = tr.build_network(pre, model_spec)
@@ -117,10 +118,10 @@ def run(spec: UseCaseSpec, features_path: str, labels_path: str, config: Trainin
     curves: list[int] = []
     n_dl = min(len(y), config.dataloader_rows)
     if config.reps > 1:  # warm imports (torchmetrics) and the allocator outside the timings
-        tr.train_model(train.head(4096), valid, LABEL, fs.numeric, fs.categorical, replace(model_spec, epochs=1))
+        tr.train_model(train.head(4096), valid, LABEL, numeric, categorical, one_epoch)
 
     def train_model() -> None:
-        model = tr.train_model(train, valid, LABEL, fs.numeric, fs.categorical, model_spec)
+        model = tr.train_model(train, valid, LABEL, numeric, categorical, model_spec)
         curves.append(len(model.curve))
 
     fns = {
@@ -139,7 +140,7 @@ def run(spec: UseCaseSpec, features_path: str, labels_path: str, config: Trainin
     train_rates = {name: rate_summary(samples[name], ts) for name, ts in times.items()}
 
     # Batch scoring through the real artifact path (safetensors bytes -> LoadedModel).
-    trained = tr.train_model(train, valid, LABEL, fs.numeric, fs.categorical, replace(model_spec, epochs=1))
+    trained = tr.train_model(train, valid, LABEL, numeric, categorical, one_epoch)
     loaded = tr.from_safetensors(tr.to_safetensors(trained, {"benchmark": True}))
     frame = pl.concat([feats] * config.score_copies, how="vertical")
     sn, sc = loaded.preprocessor.encode(frame)

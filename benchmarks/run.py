@@ -128,8 +128,6 @@ def _orchestration_and_sensors(spec: Any, plan: Plan, sections: tuple[str, ...],
     """Import / per-step figures, then the year ingest, whose instance the sensor section reuses."""
     from datetime import date, timedelta
 
-    from ml_assets.spec import date_range
-
     cfg = plan.orchestration
     orch: dict[str, Any] = {}
     if "orchestration" in sections:
@@ -151,14 +149,15 @@ def _orchestration_and_sensors(spec: Any, plan: Plan, sections: tuple[str, ...],
             small_root = bench_orchestration.lakehouse_root(workdir, "lake-small")
             with clock.section("sensors"), \
                     bench_orchestration.ingested(spec, cfg.ingest_first, small_last, small_root) as (small, _):
-                days = {"small": date_range(cfg.ingest_first, small_last),
-                        "large": date_range(cfg.ingest_first, cfg.ingest_last)}
+                days = {"small": spec.partition_range(cfg.ingest_first, small_last),
+                        "large": spec.partition_range(cfg.ingest_first, cfg.ingest_last)}
                 results["sensors"] = bench_sensors.run(spec, small, year, days, workdir, plan.sensors, log=_log)
 
 
 def run(mode: str, sections: tuple[str, ...], out_dir: str, cache_root: str | None) -> dict[str, Any]:
-    from ml_assets.usecases import FLIGHT_DELAY as spec
+    from ml_assets.spec.catalog import use_case
 
+    spec = use_case("flight_delay")
     plan = PLANS[mode]
     t0 = time.perf_counter()
     results: dict[str, Any] = {"meta": {"mode": mode, "sections": list(sections), "commit": _commit(),

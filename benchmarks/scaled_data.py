@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
-from ml_assets.features.compute import EVENT_DATE, compute_labels
-from ml_assets.spec import UseCaseSpec
+from ml_assets.features.compute import PARTITION, compute_labels
+from ml_assets.spec import EVENT_TIME_COLUMN, PARTITION_COLUMN, UseCaseSpec
 
 if TYPE_CHECKING:
     import polars as pl
@@ -46,17 +46,29 @@ class ScaledInputs:
         return asdict(self)
 
 
-def _read_sources(spec: UseCaseSpec) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    from resources.sources import RawSourceResource
+TABLES = ("flights", "weather", "planes")
 
-    source = RawSourceResource()
-    return tuple(source.read(spec.source(t), spec.embedded_package) for t in ("flights", "weather", "planes"))
+
+def _read_sources(spec: UseCaseSpec) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Each table's declared source, conformed, with `_event_time` and `_partition_date` (as the raw
+    assets read it)."""
+    from resources.sources import read_bulk
+
+    return tuple(read_bulk(spec, spec.source(t)).frame for t in TABLES)
 
 
 def _replicate(frame: pl.DataFrame, copies: int) -> pl.DataFrame:
+    """`copies` consecutive years: the date columns, the event time and the partition shift together."""
     import polars as pl
 
-    return pl.concat([frame.with_columns(pl.col("year") + k) for k in range(copies)], how="vertical")
+    def shifted(k: int) -> pl.DataFrame:
+        if not k:
+            return frame
+        moved = [pl.col("year") + k]
+        moved += [pl.col(c).dt.offset_by(f"{k}y") for c in (EVENT_TIME_COLUMN, PARTITION_COLUMN) if c in frame.columns]
+        return frame.with_columns(moved)
+
+    return pl.concat([shifted(k) for k in range(copies)], how="vertical")
 
 
 def cache_key(spec: UseCaseSpec, scales: list[float]) -> str:
@@ -64,16 +76,16 @@ def cache_key(spec: UseCaseSpec, scales: list[float]) -> str:
     import hashlib
     import importlib.util
 
-    from resources.sources import package_data_dir
+    from resources.sources import source_uri
 
-    digest = hashlib.sha256(spec.fingerprint("sources", "label", "event_id_columns").encode())
-    for module in (__name__, "ml_assets.features.compute"):
+    digest = hashlib.sha256(spec.fingerprint("tables", "cadence", "timezone", "label", "event_id_columns").encode())
+    for module in (__name__, "ml_assets.features.compute", "resources.sources"):
         with open(importlib.util.find_spec(module).origin, "rb") as handle:
             digest.update(handle.read())
-    data_dir = package_data_dir(spec.embedded_package)
-    for name in sorted(os.listdir(data_dir)):
-        stat = os.stat(os.path.join(data_dir, name))
-        digest.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    for table in TABLES:
+        path = source_uri(spec.source(table))
+        stat = os.stat(path)
+        digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     digest.update(repr(sorted(scales)).encode())
     return digest.hexdigest()[:16]
 
@@ -118,12 +130,13 @@ def build_scales(spec: UseCaseSpec, scales: list[float], folder: str) -> dict[fl
             last_year = BASE_YEAR + round(scale) - 1
             ev = all_events.filter(pl.col("year") <= last_year)
             we = all_weather.filter(pl.col("year") <= last_year)
-            lab = all_labels.filter(pl.col(EVENT_DATE) <= date(last_year, 12, 31))
+            lab = all_labels.filter(pl.col(PARTITION) <= date(last_year, 12, 31))
         else:
             last = date(BASE_YEAR, 1, 1) + timedelta(days=max(2, round(365 * scale)) - 1)
-            in_range = (pl.col("year") == BASE_YEAR) & (pl.date(pl.col("year"), pl.col("month"), pl.col("day")) <= last)
+            day = pl.col(PARTITION_COLUMN)
+            in_range = (day.dt.year() == BASE_YEAR) & (day <= last)
             ev, we = events.filter(in_range), weather.filter(in_range)
-            lab = all_labels.filter((pl.col(EVENT_DATE) <= last) & (pl.col(EVENT_DATE).dt.year() == BASE_YEAR))
+            lab = all_labels.filter((pl.col(PARTITION) <= last) & (pl.col(PARTITION).dt.year() == BASE_YEAR))
         sub = os.path.join(folder, f"x{scale:g}")
         os.makedirs(sub, exist_ok=True)
         paths = {name: os.path.join(sub, f"{name}.parquet") for name in ("events", "weather", "labels")}

@@ -26,14 +26,14 @@ import dagster as dg
 from dagster_k8s import k8s_job_executor
 
 from ml_assets.definitions import build_definitions
-from ml_assets.factory import job_names
-from ml_assets.keys import UseCaseKeys
-from ml_assets.usecases import USE_CASES
+from ml_assets.keys import UseCaseJobs, UseCaseKeys, op_name
+from ml_assets.spec.catalog import use_cases
 
 GPU_ENV = "ML_K8S_TRAINING_GPUS"
 TRAINING_TAG = {"ml/compute": "training"}
 
-# Every step pod of a training job that is not training itself: reading a window, evaluating, promoting.
+# Every step pod of a training job that is not training itself: reading a window, evaluating, deciding,
+# promoting.
 LIGHT_STEP: dict[str, Any] = {
     "container_config": {
         "resources": {"requests": {"cpu": "500m", "memory": "2Gi"}, "limits": {"memory": "4Gi"}},
@@ -66,16 +66,16 @@ def gpus_from_env() -> int:
 
 
 def training_ops() -> list[str]:
-    """Op names of the steps that train, for every registered use case."""
+    """Op names of the steps that train, for every use case of the defs folder."""
     ops = []
-    for spec in USE_CASES:
-        keys = UseCaseKeys(spec)
-        ops += [keys.candidate_model.to_python_identifier(), keys.model_reproducibility.to_python_identifier()]
+    for name in use_cases():
+        keys = UseCaseKeys(name)
+        ops += [op_name(keys.candidate_model), op_name(keys.model_reproducibility)]
     return ops
 
 
 def training_jobs() -> list[str]:
-    return [name for spec in USE_CASES for name in (job_names(spec).train, job_names(spec).reproduce)]
+    return [job for name in use_cases() for job in (UseCaseJobs(name).train, UseCaseJobs(name).reproduce)]
 
 
 def executor_config(gpus: int = 0) -> dict[str, Any]:

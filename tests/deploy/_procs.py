@@ -15,43 +15,50 @@ from typing import Any
 
 import dagster as dg
 
+USE_CASE = "flight_delay"
+
 
 def _platform():
     from ml_assets.definitions import build_definitions
-    from ml_assets.runner import Platform
+    from ml_assets.ops.runner import Platform
 
     return Platform(build_definitions(), dg.DagsterInstance.get(), log_level="ERROR")
 
 
 def write() -> dict[str, Any]:
-    from ml_assets.usecases import FLIGHT_DELAY
+    from ml_assets.keys import OUTCOME_TAG
+    from ml_assets.ops.runner import Platform
+    from ml_assets.spec.catalog import use_case
     from tests.deploy.conftest import WINDOW
 
+    spec = use_case(USE_CASE)
     platform = _platform()
     results = {
-        "ingest": platform.ingest(FLIGHT_DELAY, *WINDOW["ingest"]),
-        "train": platform.train(FLIGHT_DELAY, train_start=WINDOW["train"][0], train_end=WINDOW["train"][1],
+        "ingest": platform.ingest(spec, *WINDOW["ingest"]),
+        "train": platform.train(spec, train_start=WINDOW["train"][0], train_end=WINDOW["train"][1],
                                 eval_start=WINDOW["evaluate"][0], eval_end=WINDOW["evaluate"][1]),
-        "score": platform.score(FLIGHT_DELAY, *WINDOW["evaluate"]),
+        "score": platform.score(spec, *WINDOW["evaluate"]),
     }
+    train = platform.instance.get_run_by_id(results["train"].run_id)
     return {"runs": {name: r.run_id for name, r in results.items()},
             "success": {name: r.success for name, r in results.items()},
+            "train_outcome": train.tags.get(OUTCOME_TAG),
+            "train_failure": Platform.failure_text(results["train"]),
             "storage": type(platform.instance.event_log_storage).__name__}
 
 
 def ingest(day: str) -> dict[str, Any]:
-    from ml_assets.usecases import FLIGHT_DELAY
+    from ml_assets.spec.catalog import use_case
 
-    result = _platform().ingest(FLIGHT_DELAY, day, day)
+    result = _platform().ingest(use_case(USE_CASE), day, day)
     return {"run_id": result.run_id, "success": result.success}
 
 
 def read() -> dict[str, Any]:
     from ml_assets.keys import UseCaseKeys
-    from ml_assets.usecases import FLIGHT_DELAY
 
     instance = dg.DagsterInstance.get()
-    keys = UseCaseKeys(FLIGHT_DELAY)
+    keys = UseCaseKeys(USE_CASE)
     runs = [{"run_id": r.run_id, "job": r.job_name, "status": r.status.value, "tags": dict(r.tags)}
             for r in instance.get_runs()]
     assets = {}

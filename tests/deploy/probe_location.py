@@ -9,9 +9,8 @@ import dagster as dg
 
 from ml_assets.definitions import build_definitions
 from ml_assets.keys import UseCaseKeys
-from ml_assets.usecases import FLIGHT_DELAY
 
-WATCHED = UseCaseKeys(FLIGHT_DELAY).raw("flights")
+WATCHED = UseCaseKeys("flight_delay").raw("flights")
 
 
 @dg.sensor(name="deploy_probe_sensor", minimum_interval_seconds=1, default_status=dg.DefaultSensorStatus.RUNNING)

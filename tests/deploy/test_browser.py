@@ -1,5 +1,5 @@
 """A real browser on the auditor UI: headless Chromium (Debian's chromium + chromium-driver, driven by selenium)
-opens the read-only webserver, the training group's lineage, the production model's lineage and its event
+opens the read-only webserver, the use case's asset group lineage, the production model's lineage and its event
 history, checks the asset names and the promoting run are shown, and saves screenshots
 (deploy/screenshots/, ignored by git, and the test's tmp folder)."""
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -89,13 +90,16 @@ def screenshot(browser, name: str, tmp_path: Path) -> Path:
 
 
 def test_auditor_sees_lineage_and_model_history_in_a_real_browser(browser, auditor_url, history, tmp_path):
-    text = show(browser, f"{auditor_url}/locations/ml-platform/asset-groups/training/lineage",
+    # A use case's assets are one group named after it; its training stage is the assets tagged stage=training.
+    training = urllib.parse.quote('tag:"stage"="training"', safe="")
+    text = show(browser, f"{auditor_url}/locations/ml-platform/asset-groups/flight_delay/lineage~{training}/",
                 ["training_set", "candidate_model"])
     assert "Materialized" in text
     screenshot(browser, "training-lineage", tmp_path)
 
+    # Its nearest neighbours: the promotion decision it follows, the predictions it serves.
     text = show(browser, f"{auditor_url}/assets/flight_delay/production_model?view=lineage",
-                ["production_model", "model_evaluation", "predictions"])
+                ["production_model", "promotion_decision", "predictions"])
     screenshot(browser, "production-model-lineage", tmp_path)
 
     promoted = history["runs"]["train"][:8]

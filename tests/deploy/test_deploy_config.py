@@ -12,10 +12,14 @@ import pytest
 import yaml
 from dagster._core.instance.config import dagster_instance_config
 
+from ml_assets.spec.catalog import use_cases
 from tests.deploy.conftest import DEPLOY, PRODUCTION_LOCATION, REPO, production_instance_config
 
 VALUES = yaml.safe_load((DEPLOY / "helm" / "values.yaml").read_text())
-TRAIN_JOBS = {"flight_delay__train_evaluate_promote", "flight_delay__reproduce"}
+# Every use case of the defs folder (flight_delay and any other `defs.yaml`) trains on step pods.
+USE_CASES = sorted(use_cases())
+TRAIN_JOBS = {f"{name}__{job}" for name in USE_CASES for job in ("train_evaluate_promote", "reproduce")}
+TRAINING_OPS = {f"{name}__{op}" for name in USE_CASES for op in ("candidate_model", "model_reproducibility")}
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +28,13 @@ def location():
 
 
 def test_production_code_location_runs_training_jobs_on_step_pods(location):
+    assert "flight_delay" in USE_CASES
     repo = location["defs"].get_repository_def()
     executors = {job.name: job.executor_def.name for job in repo.get_all_jobs()}
     assert {name for name, executor in executors.items() if executor == "k8s_step_pods"} == TRAIN_JOBS
-    assert executors["flight_delay__ingest"] == executors["flight_delay__score"] == "in_process"
+    for name in USE_CASES:
+        for light in ("ingest", "daily", "score", "rollback"):
+            assert executors[f"{name}__{light}"] == "in_process"
     for name in TRAIN_JOBS:
         assert repo.get_job(name).tags["ml/compute"] == "training"
     # A sensor that requests a training job requests the Kubernetes one (one definition per name).
@@ -36,8 +43,7 @@ def test_production_code_location_runs_training_jobs_on_step_pods(location):
             if target.job_name in TRAIN_JOBS:
                 assert repo.get_job(target.job_name).executor_def.name == "k8s_step_pods"
     config = location["executor_config"](0)
-    assert set(config["per_step_k8s_config"]) == {"flight_delay__candidate_model",
-                                                  "flight_delay__model_reproducibility"}
+    assert set(config["per_step_k8s_config"]) == TRAINING_OPS
     assert config["max_concurrent"] == 2
 
 

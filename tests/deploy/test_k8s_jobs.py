@@ -258,7 +258,8 @@ def test_step_jobs_give_training_its_own_bigger_pod(train_run, instance):
     run, _ = train_run
     jobs = step_jobs(instance, run)
     assert set(jobs) == {"flight_delay__training_set", "flight_delay__candidate_model",
-                         "flight_delay__model_evaluation", "flight_delay__production_model"}
+                         "flight_delay__model_evaluation", "flight_delay__promotion_decision",
+                         "flight_delay__production_model"}
     for step, job in jobs.items():
         validate(job)
         pod = job["spec"]["template"]
