@@ -101,3 +101,18 @@ def test_code_location_import_does_not_load_heavy_libraries():
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == ""
+
+
+def test_an_installed_copy_without_pyproject_loads_the_same_graph(tmp_path):
+    """The container image installs the package without the project's pyproject.toml."""
+    import shutil
+
+    for package in ("ml_assets", "resources", "sensors"):
+        shutil.copytree(ROOT / package, tmp_path / "site" / package, ignore=shutil.ignore_patterns("__pycache__"))
+    code = ("import json, sys; from ml_assets.definitions import defs; "
+            "print(json.dumps(sorted(k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys())))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path / "site")}, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    expected = sorted(k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys())
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == expected
