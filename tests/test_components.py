@@ -49,7 +49,9 @@ def _defs_yaml(csv) -> dict:
                         "temp": {"dtype": "float64"}, "load": {"dtype": "float64", "min": 0, "max": 1},
                         "failed": {"dtype": "int64", "min": 0, "max": 1}}}},
         "label": {"name": "failure", "expression": "failed = 1", "delay": "1w", "group_columns": ["site"]},
-        "features": {"derived": {"site": "e.site", "temp": "e.temp", "load": "e.load"},
+        "protected_attributes": ["shift"],
+        "features": {"derived": {"site": "e.site", "temp": "e.temp", "load": "e.load",
+                                 "shift": "CASE WHEN hour(e._event_time) < 12 THEN 'am' ELSE 'pm' END"},
                      "rolling_rates": [{"name": "site", "keys": ["site"], "windows": ["4w"]}],
                      "numeric": ["temp", "load", "site_rate_4w"], "categorical": ["site"],
                      "identifier_columns": ["event_id"]},
@@ -90,6 +92,9 @@ def test_a_yaml_only_use_case_loads_validates_and_runs(tmp_path):
                     decision.metadata["rules"].value
                 evaluation = train.asset_materializations_for_node("__".join(keys.model_evaluation.path))[0]
                 assert evaluation.metadata["challenger_auroc"].value > evaluation.metadata["baseline_auroc"].value
+                report = evaluation.metadata["report"].value
+                assert "Fairness: `shift`" in report and "equalized-odds" in report.lower()
+                assert "Fairness: `shift`" in decision.metadata["model_card"].value
                 assert platform.score(spec, str(spec.evaluation.start), last).success
                 # The next week through the whole per-partition loop: raw .. predictions, drift, performance.
                 nxt = str(spec.shift(spec.evaluation.end, 1))

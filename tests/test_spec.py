@@ -15,14 +15,16 @@ from ml_assets.features.compute import feature_columns
 from ml_assets.raw.event_time import local_time_expr, partition_expr
 from ml_assets.spec import EventTimeSpec, UseCaseSpec
 from ml_assets.spec import cadence as cad
-from ml_assets.spec.catalog import DEFS_FOLDER, spec_files
+from ml_assets.spec.catalog import DEFS_FOLDER, inline_sql_files, load_spec, spec_files
 from ml_assets.spec.schema_doc import render_schema
 
 FLIGHT_YAML = DEFS_FOLDER / "flight_delay" / "defs.yaml"
 
 
 def _attributes() -> dict:
-    return copy.deepcopy(yaml.safe_load(FLIGHT_YAML.read_text())["attributes"])
+    from ml_assets.spec.catalog import inline_sql_files
+
+    return copy.deepcopy(inline_sql_files(yaml.safe_load(FLIGHT_YAML.read_text())["attributes"], FLIGHT_YAML.parent))
 
 
 def _problems(mutate) -> str:
@@ -34,7 +36,7 @@ def _problems(mutate) -> str:
 
 
 def test_every_use_case_in_the_defs_folder_validates():
-    names = [UseCaseSpec.model_validate(yaml.safe_load(p.read_text())["attributes"]).name for p in spec_files()]
+    names = [load_spec(p).name for p in spec_files()]
     assert "flight_delay" in names and len(names) == len(set(names))
 
 
@@ -173,3 +175,13 @@ def test_the_schema_document_is_generated_from_the_models():
     assert doc.read_text() == render_schema() + "\n", "run `mlp schema > docs/use-case-schema.md`"
     for section in ("UseCaseSpec", "TableSpec", "EventTimeSpec", "PromotionSpec", "MonitoringSpec"):
         assert f"## `{section}`" in doc.read_text()
+
+
+def test_long_sql_lives_in_files_beside_the_yaml(tmp_path):
+    (tmp_path / "rule.sql").write_text("-- a comment\nhour = hour(_event_time);\n")
+    assert inline_sql_files({"a": ["file:rule.sql", "x"]}, tmp_path) == {"a": ["-- a comment\nhour = hour(_event_time)",
+                                                                             "x"]}
+    with pytest.raises(ValueError, match="inside"):
+        inline_sql_files({"a": "file:../../etc/evil.sql"}, tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"missing\.sql"):
+        inline_sql_files({"a": "file:missing.sql"}, tmp_path)

@@ -29,7 +29,10 @@ class UseCaseComponent(dg.Component):
 
     @classmethod
     def load(cls, attributes: Any, context: dg.ComponentLoadContext) -> UseCaseComponent:
-        spec = attributes if isinstance(attributes, UseCaseSpec) else UseCaseSpec.model_validate(attributes)
+        from ml_assets.spec.catalog import spec_from_attributes
+
+        data = attributes.model_dump(mode="json") if isinstance(attributes, UseCaseSpec) else attributes
+        spec = spec_from_attributes(data, context.path)  # `file:<name>.sql` values read from beside the YAML
         check_references(spec, context.path / "defs.yaml")
         return cls(spec)
 

@@ -24,12 +24,36 @@ def spec_files(folder: Path = DEFS_FOLDER) -> list[Path]:
     return found
 
 
+SQL_FILE_PREFIX = "file:"
+
+
+def inline_sql_files(data: object, folder: Path) -> object:
+    """Any string `file:<name>.sql` in a use case's attributes is replaced by that file's text (beside the
+    `defs.yaml`): long expressions live in SQL files next to the YAML."""
+    if isinstance(data, dict):
+        return {k: inline_sql_files(v, folder) for k, v in data.items()}
+    if isinstance(data, list):
+        return [inline_sql_files(v, folder) for v in data]
+    if isinstance(data, str) and data.startswith(SQL_FILE_PREFIX) and data.endswith(".sql"):
+        path = (folder / data.removeprefix(SQL_FILE_PREFIX).strip()).resolve()
+        if folder.resolve() not in path.parents:
+            raise ValueError(f"{data!r}: SQL files must be inside {folder}")
+        if not path.is_file():
+            raise FileNotFoundError(f"{data!r}: no file {path}")
+        return path.read_text().strip().rstrip(";")
+    return data
+
+
+def spec_from_attributes(attributes: dict, folder: Path) -> UseCaseSpec:
+    return UseCaseSpec.model_validate(inline_sql_files(attributes, folder))
+
+
 def load_spec(path: Path) -> UseCaseSpec:
     """A use case from its `defs.yaml` (the component's `attributes`), cross-references checked."""
     from ml_assets.components.references import check_references
 
     document = yaml.safe_load(Path(path).read_text())
-    spec = UseCaseSpec.model_validate(document["attributes"])
+    spec = spec_from_attributes(document["attributes"], Path(path).parent)
     check_references(spec, path)
     return spec
 
