@@ -83,15 +83,19 @@ def module_closure(name: str) -> tuple[str, ...]:
     return tuple(sorted(seen))
 
 
-def code_version(spec: UseCaseSpec, module: str, *sections: str) -> str:
-    """Hash of the source files the asset's module imports (transitively, within the project) and
-    of the spec sections it reads. Found by parsing, not importing: torch & co. stay unimported."""
+@cache
+def _code_digest(module: str) -> str:
     digest = hashlib.sha256()
     for name in module_closure(module):
         digest.update(name.encode())
         digest.update((_module_file(name) or Path("/dev/null")).read_bytes())
-    digest.update(spec.fingerprint(*sections).encode())
-    return digest.hexdigest()[:12]
+    return digest.hexdigest()
+
+
+def code_version(spec: UseCaseSpec, module: str, *sections: str) -> str:
+    """Hash of the source files the asset's module imports (transitively, within the project) and
+    of the spec sections it reads. Found by scanning, not importing: torch & co. stay unimported."""
+    return hashlib.sha256(f"{_code_digest(module)}:{spec.fingerprint(*sections)}".encode()).hexdigest()[:12]
 
 
 def asset_defaults(spec: UseCaseSpec, stage: str) -> dict[str, Any]:
