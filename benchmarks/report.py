@@ -20,6 +20,7 @@ TARGETS = {
     "training_share": 0.80,  # of the dense-tensor limit
     "scoring_share": 0.90,  # of the raw forward pass
     "import_s": 1.5,
+    "verify_overhead": 0.10,  # sha256 check on every read, share of the unverified read
     "per_step_s": 0.5,
 }
 
@@ -78,6 +79,11 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     if "features" in results:
         out += _feature_targets(results["features"])
+    if "integrity" in results:
+        v = results["integrity"]["verify_overhead"]
+        out.append(_target("Verifying every read's sha256 adds <= 10% to the read", f"{v:+.1%} "
+                           f"({results['integrity']['files']} feature partition file(s))", "<= +10%",
+                           v <= TARGETS["verify_overhead"]))
     if "profiling" in results:
         p = results["profiling"]
         slow = p["platform_per_day_slowdown_vs_floor"]

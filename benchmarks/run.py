@@ -26,10 +26,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from benchmarks import bench_features, bench_orchestration, bench_profiling, bench_sensors, bench_training, report
+from benchmarks import (
+    bench_features,
+    bench_integrity,
+    bench_orchestration,
+    bench_profiling,
+    bench_sensors,
+    bench_training,
+    report,
+)
 from benchmarks.measure import REPO_ROOT, machine
 
-SECTIONS = ("features", "profiling", "training", "orchestration", "sensors")
+SECTIONS = ("features", "integrity", "profiling", "training", "orchestration", "sensors")
 # Not in the default run: the full-year replay through the sensors takes longer than the whole budget.
 OPTIONAL = ("replay",)
 
@@ -188,9 +196,14 @@ def _sections(spec: Any, plan: Plan, sections: tuple[str, ...], workdir: str, ca
     if "features" in results and key in results["features"]["scales"]:
         paths = (bench_features.readable(bench_features.output_path(workdir, base_scale, "ours")),
                  results["features"]["scales"][key]["inputs"]["labels"])
-    elif {"profiling", "training"} & set(sections):
+    elif {"integrity", "profiling", "training"} & set(sections):
         with clock.section("inputs"):
             paths = _guarded(results, "inputs", lambda: _feature_inputs(spec, base_scale, workdir))
+    if "integrity" in sections and paths:
+        _log("[integrity]")
+        with clock.section("integrity"):
+            _guarded(results, "integrity", lambda: results.__setitem__(
+                "integrity", bench_integrity.run(paths[0], log=_log)))
     if "profiling" in sections and paths:
         _log("[profiling]")
         feature_rate = None

@@ -10,7 +10,7 @@ import json
 
 from benchmarks import run
 
-SECTIONS = ("features", "profiling", "training")
+SECTIONS = ("features", "integrity", "profiling", "training")
 
 
 def test_tiny_benchmark_writes_json_and_markdown(tmp_path):
@@ -27,6 +27,7 @@ def test_tiny_benchmark_writes_json_and_markdown(tmp_path):
         assert impl["peak_mem_bytes"]["n"] == impl["seconds"]["n"] >= 1
     assert scale["agreement"]["pandas"]["agrees"]
 
+    assert results["integrity"]["files"] >= 1 and "verify_overhead" in results["integrity"]
     assert results["profiling"]["naive_agrees"]
     assert {"platform_per_day", "naive_per_day", "floor_per_day"} <= results["profiling"]["variants"].keys()
     assert {"train_model", "batch_loop", "limit_dense", "dataloader"} == results["training"]["training"].keys()

@@ -136,3 +136,45 @@ def test_the_production_record_is_the_pointer_file(materialized, spec):
     meta = _meta(materialized.instance, UseCaseKeys(spec.name).production_model)
     pointer = json.loads(lake.read_bytes(meta["pointer_uri"].value, meta["pointer_sha256"].value))
     assert pointer["version"] == meta["model_version"].value and pointer["sequence"] == meta["sequence"].value
+
+
+def test_a_flipped_byte_in_any_kind_of_platform_file_is_detected(materialized, spec):
+    """Property: for every kind of file the platform writes and records (partitions, profiles, refs,
+    training set, weights, pointer, reports), any flipped byte fails the verified read."""
+    import random
+    from pathlib import Path
+
+    from ml_assets.errors import IntegrityError
+
+    lake = materialized.resources["lakehouse"]
+    registry = materialized.resources["model_registry"]
+    keys = UseCaseKeys(spec.name)
+    day = WINDOW["evaluate"][0]
+    recorded = []
+    for key in (keys.raw("flights"), keys.labels, keys.features, keys.feature_profiles, keys.predictions):
+        meta = _meta(materialized.instance, key, day)
+        recorded.append((meta["uri"].value, meta["sha256"].value))
+    for key in (keys.training_set, keys.candidate_model, keys.model_evaluation, keys.promotion_decision,
+                keys.production_model):
+        meta = _meta(materialized.instance, key)
+        recorded.append((meta["ref_uri"].value, meta["ref_sha256"].value))
+    evaluation = _meta(materialized.instance, keys.model_evaluation)
+    recorded += [(evaluation["report_uri"].value, evaluation["report_sha256"].value),
+                 (evaluation["plot_uri"].value, evaluation["plot_sha256"].value)]
+    (record,) = registry.versions(spec.name)
+    recorded += [(record.artifact_uri, record.sha256), (record.training_set.uri, record.training_set.sha256),
+                 (record.reference_profile.uri, record.reference_profile.sha256)]
+    rng = random.Random(11)
+    for uri, sha in recorded:
+        path = Path(uri)
+        original = path.read_bytes()
+        assert lake.read_bytes(uri, sha) == original
+        try:
+            for _ in range(5):
+                flipped = bytearray(original)
+                flipped[rng.randrange(len(flipped))] ^= 1 << rng.randrange(8)
+                path.write_bytes(bytes(flipped))
+                with pytest.raises(IntegrityError, match=sha):
+                    lake.read_bytes(uri, sha)
+        finally:
+            path.write_bytes(original)
