@@ -60,14 +60,6 @@ class UseCaseJobs:
     reproduce = property(lambda self: f"{self.name}__reproduce")
 
 
-def keys_of(name: str) -> UseCaseKeys:
-    return UseCaseKeys(name)
-
-
-def jobs_of(name: str) -> UseCaseJobs:
-    return UseCaseJobs(name)
-
-
 def op_name(key: dg.AssetKey) -> str:
     """The op (step) name Dagster derives from an asset key: used to address run config."""
     return "__".join(key.path)

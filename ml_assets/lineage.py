@@ -12,7 +12,7 @@ from typing import Any
 
 import dagster as dg
 
-from ml_assets.errors import IntegrityError, MissingDataError
+from ml_assets.errors import MissingDataError
 from ml_assets.records import Receipt
 
 
@@ -84,7 +84,3 @@ def compact(receipts: dict[str, dict[str, Receipt]]) -> dict[str, dict[str, int]
     return {asset: {p: r.storage_id for p, r in sorted(parts.items()) if r.storage_id is not None}
             for asset, parts in receipts.items()}
 
-
-def ensure_same(receipt: Receipt, sha256: str, what: str) -> None:
-    if receipt.sha256 != sha256:
-        raise IntegrityError(f"{what}: recorded sha256 {receipt.sha256} differs from {sha256}")

@@ -148,20 +148,6 @@ class LakehouseResource(dg.ConfigurableResource):
                         if now - entry.stat().st_mtime >= min_age_s:
                             os.remove(entry.path)
 
-    def clean_temp_files(self, *parts: str, min_age_s: float = 3600.0) -> int:
-        """Remove temp files older than `min_age_s` under a folder; returns how many."""
-        if not self._is_local():
-            return 0
-        removed = 0
-        for folder, _, names in os.walk(self._local(self.uri(*parts))):
-            for name in names:
-                path = os.path.join(folder, name)
-                if name.startswith(TMP_PREFIX) and time.time() - os.path.getmtime(path) >= min_age_s:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.remove(path)
-                        removed += 1
-        return removed
-
     def read_bytes(self, uri: str, expected_sha256: str | None, *, what: str = "") -> bytes:
         """The file's bytes, verified against the sha256 recorded when it was written.
 
@@ -269,5 +255,3 @@ class LakehouseResource(dg.ConfigurableResource):
         data = json.dumps(document, indent=2, sort_keys=True, default=str).encode()
         return self.write_bytes(uri, data, exclusive=exclusive)
 
-    def read_json(self, uri: str, expected_sha256: str | None, *, what: str = "") -> Any:
-        return json.loads(self.read_bytes(uri, expected_sha256, what=what))

@@ -32,12 +32,17 @@ class JsonRefIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata({"ref_uri": dg.MetadataValue.path(uri), "ref_sha256": sha})
 
     def load_input(self, context: dg.InputContext) -> Any:
-        import json
+        return read_latest_ref(context.instance, self.lakehouse, context.asset_key)[1]
 
-        key = context.asset_key
-        latest = lineage.recorded_latest(context.instance, key)
-        if latest is None or "ref_uri" not in latest[1]:
-            raise MissingDataError(f"asset {key.to_user_string()} has no recorded value; materialize it first")
-        _, meta = latest
-        return json.loads(self.lakehouse.read_bytes(str(meta["ref_uri"]), str(meta["ref_sha256"]),
-                                                    what=f"asset {key.to_user_string()}"))
+
+def read_latest_ref(instance: dg.DagsterInstance, lakehouse: LakehouseResource, key: dg.AssetKey
+                    ) -> tuple[str, Any]:
+    """(run id, value) of the asset's newest recorded ref, sha256-verified."""
+    import json
+
+    latest = lineage.recorded_latest(instance, key)
+    if latest is None or "ref_uri" not in latest[1]:
+        raise MissingDataError(f"asset {key.to_user_string()} has no recorded value; materialize it first")
+    record, meta = latest
+    data = lakehouse.read_bytes(str(meta["ref_uri"]), str(meta["ref_sha256"]), what=f"asset {key.to_user_string()}")
+    return record.run_id, json.loads(data)

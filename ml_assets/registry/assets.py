@@ -11,7 +11,6 @@ from typing import Any
 
 import dagster as dg
 
-from ml_assets import lineage
 from ml_assets.errors import ContractError, RegistryError, fatal_errors
 from ml_assets.keys import ACTOR_TAG, OUTCOME_TAG, REASON_TAG, UseCaseKeys
 from ml_assets.policies import asset_defaults, code_version
@@ -20,6 +19,7 @@ from ml_assets.spec import UseCaseSpec
 from ml_assets.text import markdown_table
 from resources.lakehouse import LakehouseResource
 from resources.model_registry import ModelRegistryResource
+from resources.refs_io_manager import read_latest_ref
 
 
 class ProductionModelConfig(dg.Config):
@@ -165,15 +165,10 @@ def _production_model(spec: UseCaseSpec) -> dg.AssetsDefinition:
                 raise ContractError("a pin/rollback needs a non-empty reason (config `reason` or run tag ml/reason)")
             registry.get(spec.name, version)  # unknown versions fail before anything is written
             return version, "rollback", reason, None
-        latest = lineage.recorded_latest(context.instance, keys.promotion_decision)
-        if latest is None or latest[0].run_id != context.run.run_id:
+        run_id, document = read_latest_ref(context.instance, registry.lakehouse, keys.promotion_decision)
+        if run_id != context.run.run_id:
             raise ContractError("production_model promotes only a decision made in the same run; to pin a version "
                                 "set config `pin_version` and `reason`")
-        _, meta = latest
-        import json
-
-        document = json.loads(registry.lakehouse.read_bytes(str(meta["ref_uri"]), str(meta["ref_sha256"]),
-                                                            what=f"asset {keys.promotion_decision.to_user_string()}"))
         decision = Decision.model_validate(document["decision"])
         if not decision.promote:
             context.log_event(dg.AssetObservation(

@@ -391,10 +391,6 @@ class UseCaseSpec(Section):
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> UseCaseSpec:
-        return cls.model_validate(data)
-
 
 def _spans(data: dict[str, Any]):
     """(path, value, setter) for every span in raw spec data (before the sections are validated)."""
