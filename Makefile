@@ -8,6 +8,7 @@ export ML_LAKEHOUSE_ROOT   ?= $(CURDIR)/.lakehouse
 ML_LANDING_URI            ?= $(CURDIR)/.landing
 # Which use case `make demo` / `make quickstart` run (one folder per use case in ml_assets/defs/).
 USE_CASE                  ?= flight_delay
+export ML_USE_CASE        ?= $(USE_CASE)
 export WHYLOGS_NO_ANALYTICS := True
 # One ASSET_MATERIALIZATION_PLANNED event per asset for a range run instead of one per partition
 # (a year's ingest: 43 s -> 1 s before the first step). Trade-off: partitions of a failed range run

@@ -21,7 +21,8 @@ def test_the_use_case_goes_before_or_after_the_command():
 
 
 def _mlp(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "ML_LAKEHOUSE_ROOT": str(tmp_path / "lake")}
+    env = {k: v for k, v in os.environ.items() if k != "ML_USE_CASE"}
+    env = {**env, "DAGSTER_HOME": str(tmp_path), "ML_LAKEHOUSE_ROOT": str(tmp_path / "lake")}
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     return subprocess.run([MLP, *args], capture_output=True, text=True, env=env, timeout=120,
                           cwd=Path(__file__).resolve().parents[1])
@@ -29,9 +30,11 @@ def _mlp(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--use-case", "nope", "versions"], "no use case 'nope'"),
-    (["rollback", "--version", "../../evil", "--reason", "x"], "is not a model version id"),
-    (["replay", "--first", "2013-13-01"], "--first '2013-13-01' is not a date"),
-    (["replay", "--first", "2014-01-01"], "outside 'flight_delay'"),
+    (["versions"], "several use cases"),
+    (["rollback", "--use-case", "flight_delay", "--version", "../../evil", "--reason", "x"],
+     "is not a model version id"),
+    (["--use-case", "flight_delay", "replay", "--first", "2013-13-01"], "--first '2013-13-01' is not a date"),
+    (["replay", "--use-case", "flight_delay", "--first", "2014-01-01"], "outside 'flight_delay'"),
 ])
 def test_expected_refusals_print_one_line_not_a_traceback(tmp_path, args, message):
     out = _mlp(*args, tmp_path=tmp_path)

@@ -118,7 +118,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="mlp", description=__doc__)
-    top.add_argument("--use-case", default=None, help="use case name (default: the only one, or flight_delay)")
+    top.add_argument("--use-case", default=None, help="use case name (default: $ML_USE_CASE, or the only one)")
     top.add_argument("--log-level", default="WARNING")
     sub = top.add_subparsers(dest="command", required=True)
 

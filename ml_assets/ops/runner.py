@@ -64,8 +64,10 @@ class Platform:
 
     @staticmethod
     def failure_text(result: dg.ExecuteInProcessResult) -> str:
-        """The user-facing error messages of a failed run's steps."""
-        return "\n".join(e.event_specific_data.error.message for e in result.get_step_failure_events()
+        """The user-facing error messages of a failed run's steps (without Dagster's exception class prefix)."""
+        prefix = "dagster._core.definitions.events.Failure: "
+        return "\n".join(e.event_specific_data.error.message.removeprefix(prefix).strip()
+                         for e in result.get_step_failure_events()
                          if e.event_specific_data and e.event_specific_data.error)
 
     # ---- the use case's standard jobs ---------------------------------------------------------

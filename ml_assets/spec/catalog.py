@@ -65,10 +65,15 @@ def use_cases() -> dict[str, UseCaseSpec]:
 
 
 def use_case(name: str | None = None) -> UseCaseSpec:
-    """The named use case; without a name, the only one (or `flight_delay`, the embedded default)."""
+    """The named use case; without a name, `$ML_USE_CASE`, or the only one there is."""
+    import os
+
     known = use_cases()
+    name = name or os.environ.get("ML_USE_CASE")
     if name is None:
-        name = next(iter(known)) if len(known) == 1 else "flight_delay"
+        if len(known) != 1:
+            raise KeyError(f"several use cases ({sorted(known)}): choose one with --use-case or ML_USE_CASE")
+        name = next(iter(known))
     try:
         return known[name]
     except KeyError:
