@@ -103,6 +103,20 @@ def test_a_yaml_only_use_case_loads_validates_and_runs(tmp_path):
                 for key in (keys.raw("readings"), keys.labels, keys.features, keys.feature_profiles,
                             keys.predictions, keys.drift_report, keys.realized_performance):
                     assert nxt in instance.get_materialized_partitions(key), key
+                # The records of that partition tell the truth about what served it.
+                served = full.resources["model_registry"].production(spec.name)
+                threshold = full.resources["model_registry"].get(spec.name, served.version).threshold
+
+                def meta(key):
+                    return instance.fetch_materializations(dg.AssetRecordsFilter(
+                        asset_key=key, asset_partitions=[nxt]), limit=1).records[0].asset_materialization.metadata
+
+                realized = meta(keys.realized_performance)
+                assert realized["model_version"].value == served.version
+                assert realized["threshold"].value == threshold  # the version's own, not 0.5
+                assert realized["rows"].value > 0 and realized["f1"].value > 0
+                assert meta(keys.drift_report)["reference_version"].value == served.version
+                assert meta(keys.predictions)["weights_sha256"].value == served.sha256
 
 
 def test_a_broken_yaml_use_case_fails_at_load_naming_file_field_and_reason(tmp_path):

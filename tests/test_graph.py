@@ -84,6 +84,7 @@ def test_honest_auroc_and_a_decision_with_its_interval(materialized, spec):
     keys = UseCaseKeys(spec.name)
     evaluation = _meta(materialized.instance, keys.model_evaluation)
     assert 0.55 < evaluation["challenger_auroc"].value < 0.80
+    assert evaluation["window"].value == "..".join(WINDOW["evaluate"])  # the window it really evaluated
     low, high = evaluation["auroc_difference_low"].value, evaluation["auroc_difference_high"].value
     assert low <= evaluation["auroc_difference"].value <= high
     decision = Decision.model_validate(_meta(materialized.instance, keys.promotion_decision)["decision"].value)

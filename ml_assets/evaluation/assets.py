@@ -36,7 +36,8 @@ def build_evaluation_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         deps=[keys.features, keys.labels],
         description="Challenger, current champion and a historical-rate baseline scored on the same held-out "
         "partitions (AUROC, AP, F1, Brier, ECE; per slice and protected group), with a paired bootstrap interval "
-        "of the AUROC difference. Report and ROC/reliability plot shown here.",
+        "of the AUROC difference. The report (Markdown, the ROC/reliability plot embedded as a data URI) is in "
+        "the metadata; report and plot files are recorded with their sha256.",
         kinds={"pytorch", "polars"},
         code_version=code_version(spec, __name__, "evaluation", "promotion", "protected_attributes"),
         io_manager_key="ref_io_manager",

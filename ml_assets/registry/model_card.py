@@ -1,6 +1,6 @@
 """A model card per version: what the model is for, what it saw, how it performed, why it was (or was
-not) promoted. Rendered by `promotion_decision`, stored (content-addressed) in the registry and shown
-in the UI. Pure."""
+not) promoted. Rendered by `promotion_decision`, stored (content-addressed) in the registry and
+recorded as Markdown metadata of the decision. Pure."""
 
 from __future__ import annotations
 
