@@ -116,6 +116,7 @@ class ProductionPointer(Record):
     sequence: int
     version: str
     sha256: str = Field(description="The weights' sha256 the gate (or the person pinning) approved.")
+    record_sha256: str | None = Field(None, description="The version record's sha256 when it was approved.")
     action: Literal["promote", "rollback"]
     reason: str
     actor: str

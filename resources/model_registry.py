@@ -64,12 +64,18 @@ class ModelRegistryResource(dg.ConfigurableResource):
         receipt = self.lakehouse.write_bytes(record_uri, record.to_json())  # last: the version exists only now
         return record, receipt.sha256
 
-    def get(self, use_case: str, version: str) -> VersionRecord:
+    def get(self, use_case: str, version: str, record_sha256: str | None = None) -> VersionRecord:
+        """A version's record; verified when the caller holds its recorded sha256 (the production
+        pointer does, the candidate_model materialization does)."""
+        return parse_record(VersionRecord, self.record_bytes(use_case, version, record_sha256),
+                            self.record_uri(use_case, version))
+
+    def record_bytes(self, use_case: str, version: str, record_sha256: str | None = None) -> bytes:
         uri = self.record_uri(use_case, version)
         if not self.lakehouse.exists(uri):
             known = [r.version for r in self.versions(use_case)]
             raise RegistryError(f"model version {version!r} is not registered for {use_case!r}; known: {known}")
-        return parse_record(VersionRecord, self.lakehouse.read_bytes(uri, None, what=f"registry record {version}"), uri)
+        return self.lakehouse.read_bytes(uri, record_sha256, what=f"registry record {version}")
 
     def scan(self, use_case: str) -> tuple[list[VersionRecord], dict[str, str]]:
         """Every well-formed record (oldest first), and the problem of each malformed one by file."""
@@ -89,10 +95,11 @@ class ModelRegistryResource(dg.ConfigurableResource):
     def versions(self, use_case: str) -> list[VersionRecord]:
         return self.scan(use_case)[0]
 
-    def artifact_bytes(self, use_case: str, version: str, approved_sha256: str | None = None) -> bytes:
+    def artifact_bytes(self, use_case: str, version: str, approved_sha256: str | None = None,
+                       record_sha256: str | None = None) -> bytes:
         """The weights, verified against the record's sha256 and, when given, the sha256 the production
         pointer approved: a tampered, truncated or swapped file is never returned."""
-        record = self.get(use_case, version)
+        record = self.get(use_case, version, record_sha256)
         if approved_sha256 is not None and record.sha256 != approved_sha256:
             raise IntegrityError(f"model {version}: its registry record says sha256 {record.sha256}, but the "
                                  f"production pointer approved {approved_sha256}; the record was edited")
@@ -128,14 +135,16 @@ class ModelRegistryResource(dg.ConfigurableResource):
         """Point production at `version`: a new pointer file with the next sequence number, created
         exclusively (compare-and-swap). `expected_sequence` is the sequence the caller decided on; if
         another change landed since, nothing is written and RegistryError says so."""
-        record = self.get(use_case, version)
+        record_data = self.record_bytes(use_case, version)
+        record = parse_record(VersionRecord, record_data, self.record_uri(use_case, version))
         previous = self.production(use_case)
         current = previous.sequence if previous else 0
         if expected_sequence is not None and expected_sequence != current:
             raise RegistryError(f"production pointer of {use_case} changed concurrently (now sequence {current}, "
                                 f"version {previous.version if previous else None}); nothing was changed")
         pointer = ProductionPointer(
-            sequence=current + 1, version=version, sha256=record.sha256, action=action, reason=reason, actor=actor,
+            sequence=current + 1, version=version, sha256=record.sha256, record_sha256=sha256_bytes(record_data),
+            action=action, reason=reason, actor=actor,
             run_id=run_id, since=now_iso(), previous_version=previous.version if previous else None,
             previous_sequence=previous.sequence if previous else None)
         try:

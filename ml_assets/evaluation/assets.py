@@ -47,9 +47,9 @@ def build_evaluation_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
                          candidate_model: dict[str, Any], lakehouse: LakehouseResource,
                          model_registry: ModelRegistryResource) -> dg.MaterializeResult:
         with fatal_errors():
-            return _evaluate(context, config, candidate_model["version"], lakehouse, model_registry)
+            return _evaluate(context, config, candidate_model, lakehouse, model_registry)
 
-    def _evaluate(context, config, version, lakehouse, registry) -> dg.MaterializeResult:
+    def _evaluate(context, config, candidate, lakehouse, registry) -> dg.MaterializeResult:
         from ml_assets.evaluation.plots import roc_and_reliability_png
         from ml_assets.evaluation.report import Scored, baseline_scores, evaluate, render_report
         from ml_assets.registry.shadow import shadow_scores
@@ -63,12 +63,13 @@ def build_evaluation_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         frame = feats.join(labels, on=compute.EVENT_ID, how="inner").sort(compute.PARTITION, compute.EVENT_ID)
         if frame.is_empty():
             raise ContractError(f"evaluation window {start}..{end} has no labelled events")
-        record = registry.get(spec.name, version)
-        challenger = load_version(registry, spec.name, version, record.sha256)
+        # The challenger as candidate_model recorded it: weights and record both verified.
+        version = candidate["version"]
+        challenger = load_version(registry, spec.name, version, candidate["sha256"], candidate["record_sha256"])
         models = [Scored("challenger", version, challenger.score(frame).numpy(), challenger.threshold)]
         pointer = production_pointer(context.instance, registry, spec.name)
         if pointer is not None and pointer.version != version:
-            champion = load_version(registry, spec.name, pointer.version, pointer.sha256)
+            champion = load_version(registry, spec.name, pointer.version, pointer.sha256, pointer.record_sha256)
             models.append(Scored("champion", pointer.version, champion.score(frame).numpy(), champion.threshold))
         models.append(baseline_scores(spec, frame, models[0]))
         evaluation = evaluate(spec, frame, models, samples=spec.promotion.bootstrap_samples)

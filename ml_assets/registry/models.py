@@ -15,10 +15,11 @@ from ml_assets.keys import UseCaseKeys
 from ml_assets.records import ProductionPointer, parse_record
 
 
-def load_version(registry: Any, use_case: str, version: str, approved_sha256: str | None = None) -> Any:
+def load_version(registry: Any, use_case: str, version: str, approved_sha256: str | None = None,
+                 record_sha256: str | None = None) -> Any:
     from ml_assets.training.train import from_safetensors
 
-    return from_safetensors(registry.artifact_bytes(use_case, version, approved_sha256))
+    return from_safetensors(registry.artifact_bytes(use_case, version, approved_sha256, record_sha256))
 
 
 def production_pointer(instance: Any, registry: Any, use_case: str) -> ProductionPointer | None:
@@ -47,4 +48,4 @@ def load_production(instance: Any, registry: Any, use_case: str) -> tuple[Produc
     pointer = production_pointer(instance, registry, use_case)
     if pointer is None:
         return None
-    return pointer, load_version(registry, use_case, pointer.version, pointer.sha256)
+    return pointer, load_version(registry, use_case, pointer.version, pointer.sha256, pointer.record_sha256)
