@@ -7,7 +7,8 @@ all at once). A reader sees the old file or the new one, never a partial one, an
 platform-written file passes the sha256 recorded at write time: a flipped byte fails the read.
 
 Local files and folders are owner-only by default (`file_mode`/`dir_mode`); temp files left by a
-killed write are removed by the next write of the same file and never listed or read.
+killed write are removed by the next write of the same file once they are 5 minutes old, and
+never listed or read.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     import polars as pl
 
 TMP_PREFIX = ".tmp-"
+STALE_TEMP_AGE_S = 300.0  # a temp file older than this belongs to a write that died
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,7 @@ class LakehouseResource(dg.ConfigurableResource):
             path = self._local(uri)
             directory, name = os.path.split(path)
             self._makedirs(directory)
-            self._remove_stale_temp(directory, name)
+            self._remove_stale_temp(directory, name, STALE_TEMP_AGE_S)
             tmp = os.path.join(directory, f"{TMP_PREFIX}{uuid.uuid4().hex}-{name}")
             try:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode)
@@ -136,9 +138,10 @@ class LakehouseResource(dg.ConfigurableResource):
         return WriteReceipt(uri=uri, sha256=sha256_bytes(data), size_bytes=len(data))
 
     @staticmethod
-    def _remove_stale_temp(directory: str, name: str, min_age_s: float = 0.0) -> None:
-        """Temp files of earlier, killed writes of the same file (writes of one file are serialized
-        by partition locks or unique names, so none of them is still being written)."""
+    def _remove_stale_temp(directory: str, name: str, min_age_s: float) -> None:
+        """Temp files of earlier, killed writes of the same file. Only old ones: exclusive writes (the
+        pointer's compare-and-swap) race for one name on purpose, and a young temp file may be a live
+        writer's (removing it made the loser of a race crash instead of being told it lost)."""
         suffix = f"-{name}"
         now = time.time()
         with contextlib.suppress(FileNotFoundError):
