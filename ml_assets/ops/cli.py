@@ -81,6 +81,24 @@ def cmd_versions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ledger(args: argparse.Namespace):
+    import dagster as dg
+
+    from ml_assets.audit.ledger import Ledger
+    from ml_assets.definitions import defs
+
+    return Ledger(dg.DagsterInstance.get(), defs.resources["lakehouse"], defs.resources["model_registry"],
+                  _spec(args).name)
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    from ml_assets.audit.trace import render, trace
+
+    result = trace(_ledger(args), args.id)
+    print(result.model_dump_json(indent=2) if args.json else render(result, args.verbose))
+    return 0 if result.verified else 1
+
+
 def cmd_rollback(args: argparse.Namespace) -> int:
     from ml_assets.ops.runner import Platform
 
@@ -138,6 +156,10 @@ def parser() -> argparse.ArgumentParser:
                        help="partitions landed between sensor evaluations")
     command("quickstart", cmd_quickstart, "batch path without sensors: ingest, train, decide, score")
     command("versions", cmd_versions, "list registered model versions (* = production)")
+    tr = command("trace", cmd_trace, "trace a prediction (or event) id to raw bytes, verifying every hash")
+    tr.add_argument("id", help="a prediction id `<version>/<event id>`, or an event id (its newest prediction)")
+    tr.add_argument("--json", action="store_true", help="every hop as JSON")
+    tr.add_argument("--verbose", action="store_true", help="list every partition, not ranges")
     rb = command("rollback", cmd_rollback, "pin production to a registered version (a Dagster run)")
     rb.add_argument("--version", required=True)
     rb.add_argument("--reason", required=True)

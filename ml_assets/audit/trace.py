@@ -1,0 +1,294 @@
+"""`mlp trace`: one prediction, hop by hop, back to the raw bytes it came from.
+
+prediction row -> predictions partition -> model version and the pointer in force when it was scored
+-> the promotion or rollback that put it there (actor, trigger evidence, gate decision) -> evaluation
+report -> training set and its per-partition receipts -> the scored feature partition -> the raw
+partitions, quarantine and landed source files behind it. Every file at every hop is verified
+against the sha256 recorded when it was written; a hop that does not verify says why.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ml_assets.audit.ledger import Hop, Ledger, Materialization, sha256_file
+from ml_assets.errors import MissingDataError, PlatformError
+from ml_assets.features.compute import EVENT_ID
+from ml_assets.keys import EVIDENCE_TAG, SENSOR_NAME_TAG, TRIGGER_TAG
+from ml_assets.records import ProductionPointer, Record, TrainingSetRef, VersionRecord
+
+
+class Trace(Record):
+    prediction_id: str
+    event_id: str
+    partition: str
+    model_version: str
+    probability: float
+    hops: list[Hop]
+
+    @property
+    def verified(self) -> bool:
+        return all(h.verified is not False for h in self.hops)
+
+
+def split_id(identifier: str) -> tuple[str | None, str]:
+    """(version, event id) of a prediction id `<version>/<event id>`; an event id alone has no version."""
+    head, sep, tail = identifier.partition("/")
+    if sep and head.startswith("v-"):
+        return head, tail
+    return None, identifier
+
+
+def find_prediction(ledger: Ledger, identifier: str) -> tuple[Materialization, dict[str, Any]]:
+    """The predictions materialization holding the row, and the row. With a version, the one scored by
+    that version; with an event id alone, the newest scoring of it."""
+    import polars as pl
+
+    version, event_id = split_id(identifier)
+    candidates = [m for m in reversed(ledger.all(ledger.keys.predictions))
+                  if version is None or m.metadata.get("model_version") == version]
+    seen: set[str] = set()
+    for m in candidates:
+        if version is None and m.partition in seen:
+            continue  # only the newest materialization of each partition serves an event id
+        seen.add(m.partition or "")
+        frame = ledger.lakehouse.read_parquet(str(m.metadata["uri"]), str(m.metadata["sha256"]),
+                                              what=f"asset {m.key.to_user_string()}, partition {m.partition}")
+        row = frame.filter(pl.col(EVENT_ID) == event_id)
+        if row.height:
+            return m, row.row(0, named=True)
+    raise MissingDataError(f"{ledger.use_case}: no recorded prediction has id {identifier!r}"
+                           + ("" if version else " (event ids look like the predictions' event_id column)"))
+
+
+def trace(ledger: Ledger, identifier: str) -> Trace:
+    m, row = find_prediction(ledger, identifier)
+    version = str(row["model_version"])
+    hops = [Hop(kind="prediction", title="prediction row",
+                ids={"prediction_id": row["prediction_id"], "event_id": row[EVENT_ID], "partition": m.partition,
+                     "probability": round(float(row["probability"]), 6),
+                     "predicted_positive": bool(row["predicted_positive"])},
+                detail="scored by " + version),
+            ledger.file_hop("predictions", "predictions partition", m, model_version=version,
+                            pointer_sequence=m.metadata.get("pointer_sequence"),
+                            weights_sha256=m.metadata.get("weights_sha256"), threshold=m.metadata.get("threshold"))]
+    hops += _model_hops(ledger, m, version)
+    record = _record(ledger, version)
+    if record is not None:
+        hops += _training_hops(ledger, record)
+    hops += _scored_feature_hops(ledger, m)
+    return Trace(prediction_id=str(row["prediction_id"]), event_id=str(row[EVENT_ID]), partition=m.partition or "",
+                 model_version=version, probability=float(row["probability"]), hops=hops)
+
+
+def _record(ledger: Ledger, version: str) -> VersionRecord | None:
+    try:
+        return ledger.registry.get(ledger.use_case, version)
+    except PlatformError:
+        return None
+
+
+def _model_hops(ledger: Ledger, scored: Materialization, version: str) -> list[Hop]:
+    """The version's weights, and the pointer that was in force when the partition was scored."""
+    keys = ledger.keys
+    approved = scored.metadata.get("weights_sha256")
+    pointers = [p for p in ledger.all(keys.production_model) if p.storage_id < scored.storage_id]
+    in_force = pointers[-1] if pointers else None
+    hops = []
+    try:  # the weights, checked against the sha256 the scoring recorded and the record the pointer approved
+        record_sha = (_pointer(ledger, in_force).record_sha256
+                      if in_force is not None and in_force.metadata.get("model_version") == version else None)
+        ledger.registry.artifact_bytes(ledger.use_case, version, str(approved) if approved else None, record_sha)
+        ok, problem = True, ""
+    except PlatformError as exc:
+        ok, problem = False, str(exc)
+    hops.append(Hop(kind="model", title="model weights", ids={"model_version": version},
+                    uri=ledger.registry.get(ledger.use_case, version).artifact_uri if ok else None,
+                    sha256=str(approved) if approved else None, verified=ok, detail=problem))
+    if in_force is None:
+        hops.append(Hop(kind="pointer", title="production pointer in force", verified=False,
+                        detail="no production_model materialization precedes this scoring"))
+        return hops
+    pointer_hop = ledger.file_hop("pointer", "production pointer in force", in_force, "pointer_uri",
+                                  "pointer_sha256", sequence=in_force.metadata.get("sequence"),
+                                  action=in_force.metadata.get("action"), actor=in_force.metadata.get("actor"))
+    agree = (in_force.metadata.get("model_version") == version
+             and in_force.metadata.get("weights_sha256") == approved
+             and in_force.metadata.get("sequence") == scored.metadata.get("pointer_sequence"))
+    if not agree:
+        pointer_hop = pointer_hop.model_copy(update={
+            "verified": False, "detail": f"scoring recorded version {version} / sequence "
+            f"{scored.metadata.get('pointer_sequence')}, but the pointer in force was "
+            f"{in_force.metadata.get('model_version')} / sequence {in_force.metadata.get('sequence')}"})
+    hops.append(pointer_hop)
+    hops.append(_change_hop(ledger, in_force))
+    hops += _decision_hops(ledger, version, in_force)
+    return hops
+
+
+def _pointer(ledger: Ledger, change: Materialization) -> ProductionPointer:
+    from ml_assets.records import parse_record
+
+    uri = str(change.metadata["pointer_uri"])
+    data = ledger.lakehouse.read_bytes(uri, str(change.metadata["pointer_sha256"]), what="production pointer")
+    return parse_record(ProductionPointer, data, uri)
+
+
+def _change_hop(ledger: Ledger, change: Materialization) -> Hop:
+    tags = ledger.run_tags(change.run_id)
+    evidence = tags.get(EVIDENCE_TAG)
+    return Hop(kind="change", title=f"production change ({change.metadata.get('action')})",
+               ids={"run_id": change.run_id, "actor": change.metadata.get("actor"),
+                    "trigger": tags.get(TRIGGER_TAG, "manual"), "sensor": tags.get(SENSOR_NAME_TAG),
+                    "previous_version": change.metadata.get("previous_version")},
+               detail=f"reason: {change.metadata.get('reason')}"
+               + (f"; evidence: {json.dumps(json.loads(evidence), sort_keys=True)}" if evidence else ""))
+
+
+def _decision_hops(ledger: Ledger, version: str, change: Materialization) -> list[Hop]:
+    """The gate decision on this version (the promoting run's, or for a pin the version's own
+    evaluation), and its evaluation report and plot."""
+    keys = ledger.keys
+    decision = ledger.in_run(keys.promotion_decision, change.run_id)
+    if decision is None or decision.metadata.get("model_version") != version:
+        earlier = [d for d in ledger.all(keys.promotion_decision)
+                   if d.metadata.get("model_version") == version and d.storage_id < change.storage_id]
+        decision = earlier[-1] if earlier else None
+    if decision is None:
+        return [Hop(kind="decision", title="gate decision", verified=False,
+                    detail=f"no promotion_decision recorded for {version}")]
+    rules = decision.metadata.get("decision") or {}
+    numbers = "; ".join(f"{r['name']}: {'PASS' if r['passed'] else 'FAIL'} ({r['detail']})"
+                        for r in rules.get("rules", []))
+    hops = [ledger.file_hop("decision", f"gate decision ({decision.metadata.get('outcome')})", decision,
+                            "ref_uri", "ref_sha256", champion=decision.metadata.get("champion_version")),
+            ledger.file_hop("card", "model card", decision, "model_card_uri", "model_card_sha256")]
+    hops[0] = hops[0].model_copy(update={"detail": (hops[0].detail + " " + numbers).strip()})
+    evaluation = ledger.in_run(keys.model_evaluation, decision.run_id)
+    if evaluation is not None:
+        hops.append(ledger.file_hop("evaluation", "evaluation report", evaluation, "report_uri", "report_sha256",
+                                    window=evaluation.metadata.get("window")))
+        hops.append(ledger.file_hop("evaluation", "evaluation plot", evaluation, "plot_uri", "plot_sha256"))
+    return hops
+
+
+def _training_hops(ledger: Ledger, record: VersionRecord) -> list[Hop]:
+    keys = ledger.keys
+    ts: TrainingSetRef = record.training_set
+    ok, problem = ledger.verify(ts.uri, ts.sha256, "training set")
+    hops = [Hop(kind="training_set", title="training set", uri=ts.uri, sha256=ts.sha256, verified=ok,
+                detail=problem, ids={"window": f"{ts.train_start}..{ts.train_end}",
+                                     "validation_start": ts.validation_start, "rows": ts.rows,
+                                     "training_run": record.run_id, "code_version": record.code_version})]
+    for asset, parts in sorted(ts.inputs.items()):
+        key = keys.features if asset == keys.features.to_user_string() else keys.labels
+        for partition, receipt in sorted(parts.items()):
+            m = ledger.by_storage_id(key, receipt.storage_id) if receipt.storage_id is not None else None
+            ok, problem = ledger.verify(receipt.uri, receipt.sha256, f"asset {asset}, partition {partition}")
+            if m is None or m.metadata.get("sha256") != receipt.sha256:
+                ok, problem = False, (problem + " " if problem else "") + (
+                    f"the instance holds no materialization {receipt.storage_id} with this sha256")
+            hops.append(Hop(kind="trained_on", title=f"{asset} {partition} (trained on)", uri=receipt.uri,
+                            sha256=receipt.sha256, verified=ok, detail=problem,
+                            ids=m.ids if m else {"storage_id": receipt.storage_id}))
+    return hops
+
+
+def _scored_feature_hops(ledger: Ledger, scored: Materialization) -> list[Hop]:
+    """The feature partition that was scored, then everything it read (raw, dimensions, labels)."""
+    hops: list[Hop] = []
+    for asset, parts in sorted((scored.metadata.get("input_receipts") or {}).items()):
+        for partition, storage_id in sorted(parts.items()):
+            hops += _materialization_hops(ledger, asset, partition, storage_id, "scored features", depth=0)
+    return hops
+
+
+def _materialization_hops(ledger: Ledger, asset: str, partition: str, storage_id: int, role: str,
+                          depth: int) -> list[Hop]:
+    import dagster as dg
+
+    key = dg.AssetKey.from_user_string(asset)
+    m = ledger.by_storage_id(key, storage_id)
+    label = f"{asset}{' ' + partition if partition else ''} ({role})"
+    if m is None:
+        return [Hop(kind="input", title=label, ids={"storage_id": storage_id}, verified=False,
+                    detail="the instance holds no such materialization")]
+    hops = [ledger.file_hop("input", label, m, **_row_counts(m))]
+    if m.metadata.get("source_file"):
+        hops.append(_source_hop(ledger, m))
+    quarantine = _quarantine_of(ledger, m)
+    if quarantine is not None:
+        hops.append(ledger.file_hop("quarantine", f"{quarantine.key.to_user_string()} {partition}", quarantine,
+                                    rows=quarantine.metadata.get("dagster/row_count")))
+    if depth == 0:
+        for up_asset, parts in sorted((m.metadata.get("input_receipts") or {}).items()):
+            for up_partition, up_id in sorted(parts.items()):
+                hops += _materialization_hops(ledger, up_asset, up_partition, up_id, f"read by {asset}", depth + 1)
+    return hops
+
+
+def _row_counts(m: Materialization) -> dict[str, Any]:
+    fields = ("rows_read", "rows_written", "quarantined_rows", "dagster/row_count", "source_sha256")
+    return {f.removeprefix("dagster/"): m.metadata[f] for f in fields if f in m.metadata}
+
+
+def _quarantine_of(ledger: Ledger, m: Materialization) -> Materialization | None:
+    name = m.key.path[-1]
+    if not name.startswith("raw_") or name.endswith("_quarantine") or m.partition is None:
+        return None
+    import dagster as dg
+
+    qkey = dg.AssetKey([*m.key.path[:-1], f"{name}_quarantine"])
+    return next((q for q in reversed(ledger.all(qkey)) if q.run_id == m.run_id and q.partition == m.partition), None)
+
+
+def _source_hop(ledger: Ledger, m: Materialization) -> Hop:
+    path, recorded = str(m.metadata["source_file"]), m.metadata.get("source_sha256")
+    actual = sha256_file(path)
+    if actual is None:
+        ok, problem = None, "landed file is not on this machine (its recorded sha256 is the evidence)"
+    else:
+        ok = actual == recorded
+        problem = "" if ok else f"landed file now has sha256 {actual}"
+    return Hop(kind="source", title=f"landed file for {m.key.to_user_string()} {m.partition or ''}".strip(),
+               uri=path, sha256=str(recorded) if recorded else None, verified=ok, detail=problem,
+               ids={"checksum": m.metadata.get("source_checksum"), "rows": m.metadata.get("source_rows")})
+
+
+def _group(h: Hop) -> tuple | None:
+    """Hops that differ only by partition (trained-on partitions, a trailing label window) collapse
+    into one line unless --verbose."""
+    if h.verified is not True or h.kind not in ("trained_on", "input") or "partition" not in h.ids:
+        return None
+    return h.kind, h.ids.get("asset"), h.title.rsplit("(", 1)[-1]
+
+
+def _line(h: Hop) -> list[str]:
+    mark = {True: "OK ", False: "BAD", None: " - "}[h.verified]
+    ids = "  ".join(f"{k}={v}" for k, v in h.ids.items() if v not in (None, "", "none"))
+    out = [f"[{mark}] {h.title}  {ids}"]
+    if h.sha256:
+        out.append(f"        sha256 {h.sha256}  {h.uri or ''}")
+    if h.detail:
+        out.append(f"        {h.detail}")
+    return out
+
+
+def render(t: Trace, verbose: bool = False) -> str:
+    from itertools import groupby
+
+    from ml_assets.audit.ledger import summary_line
+
+    lines = [f"prediction {t.prediction_id}  p={t.probability:.4f}  partition {t.partition}"]
+    for key, run in groupby(t.hops, key=lambda h: None if verbose else _group(h)):
+        hops = list(run)
+        if key is None or len(hops) < 3:
+            lines += [line for h in hops for line in _line(h)]
+            continue
+        _kind, asset, role = key
+        parts = sorted(h.ids["partition"] for h in hops)
+        lines.append(f"[OK ] {asset} {parts[0]}..{parts[-1]} ({role}  {len(hops)} partitions, each verifies "
+                     "(--verbose lists them)")
+    lines.append(summary_line(t.hops))
+    return "\n".join(lines)
