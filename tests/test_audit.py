@@ -112,3 +112,89 @@ def test_mlp_trace_prints_every_hop_and_json(materialized, spec):
     assert "do NOT" not in out.stdout
     as_json = json.loads(mlp(materialized, "trace", prediction_id, "--json").stdout)
     assert as_json["prediction_id"] == prediction_id and len(as_json["hops"]) > 20
+
+
+# ---- a world with history: a promotion, a refusal, a pin, and two versions' predictions --------------------
+@pytest.fixture(scope="module")
+def history(tmp_path_factory, spec):
+    import dagster as dg
+
+    from tests.conftest import make_platform
+
+    with dg.instance_for_test() as instance:
+        platform = make_platform(tmp_path_factory.mktemp("audit_lake"), instance)
+        assert platform.ingest(spec, "2013-01-01", "2013-02-10").success
+        assert platform.train(spec, train_start="2013-01-01", train_end="2013-01-31",
+                              eval_start="2013-02-01", eval_end="2013-02-07").success
+        assert platform.score(spec, "2013-02-01", "2013-02-07").success
+        second = platform.train(spec, train_start="2013-01-05", train_end="2013-02-04",
+                                eval_start="2013-02-08", eval_end="2013-02-08")
+        assert second.success
+        ledger = Ledger(instance, platform.defs.resources["lakehouse"], platform.defs.resources["model_registry"],
+                        spec.name)
+        first_version, second_version = [r.version for r in ledger.registry.versions(spec.name)]
+        assert platform.rollback(spec, second_version, "audit test: pin the newer model", "auditor").success
+        assert platform.score(spec, "2013-02-08", "2013-02-10").success
+        yield ledger, first_version, second_version
+
+
+def test_explain_attributions_add_up_and_the_recorded_score_is_recomputed(history):
+    from ml_assets.audit.explain import explain
+
+    ledger, first, _ = history
+    prediction_id = next(i for i in some_predictions(ledger, 50, seed=1) if i.startswith(first))
+    e = explain(ledger, prediction_id)
+    assert e.prediction.probability == pytest.approx(e.prediction.recorded_probability, abs=1e-6)
+    total = sum(a.contribution for a in e.attributions)
+    assert total == pytest.approx(e.prediction.probability - e.reference_probability, abs=2e-3)
+    assert abs(e.convergence_delta) < 2e-3
+    assert {a.feature for a in e.attributions} == set(ledger.registry.get(ledger.use_case, first).features["numeric"]
+                                                      + ledger.registry.get(ledger.use_case, first).features[
+                                                          "categorical"])
+
+
+def test_a_change_between_days_and_versions_splits_exactly_into_model_and_data(history, spec):
+    from ml_assets.audit.explain import explain_change, same_entity_on, subject
+
+    ledger, first, second = history
+    # The same scheduled flight scored on 2013-02-05 by the first version and on 2013-02-08 by the second.
+    before_ids = [i for i in some_predictions(ledger, 400, seed=2) if i.startswith(first) and "|2|5|" in i]
+    for before_id in before_ids:
+        try:
+            after_id = same_entity_on(ledger, spec, before_id, "2013-02-08")
+            break
+        except Exception:  # noqa: BLE001 - not every flight flies every day
+            continue
+    assert after_id.startswith(second)
+    carrier, flight, origin = before_id.split("|")[3:6]
+    assert after_id.split("|")[3:6] == [carrier, flight, origin]
+    c = explain_change(ledger, subject(ledger, before_id), subject(ledger, after_id))
+    change = c.after.probability - c.before.probability
+    assert c.model_effect + c.data_effect == pytest.approx(change, abs=1e-9)
+    assert c.cross["before@before"] == pytest.approx(c.before.recorded_probability, abs=1e-6)
+    assert c.cross["after@after"] == pytest.approx(c.after.recorded_probability, abs=1e-6)
+    assert sum(a.contribution for a in c.data_attributions) == pytest.approx(c.data_effect, abs=3e-3)
+
+
+def test_same_event_two_versions_is_a_lookup_of_the_stored_shadow_score(history):
+    from ml_assets.audit.explain import against_version
+
+    ledger, first, second = history
+    prediction_id = next(i for i in some_predictions(ledger, 50, seed=4) if i.startswith(first))
+    c = against_version(ledger, prediction_id, second)
+    assert c.source.startswith("stored shadow score")
+    assert c.after.recorded_probability == pytest.approx(c.after.probability, abs=1e-6)
+    assert c.data_effect == 0 and c.model_effect == pytest.approx(c.after.probability - c.before.probability)
+    assert c.model_attributions
+
+
+def test_a_pinned_version_traces_to_the_pin_and_to_its_own_refused_decision(history):
+    ledger, first, second = history
+    prediction_id = next(i for i in some_predictions(ledger, 200, seed=6) if i.startswith(second))
+    t = trace(ledger, prediction_id)
+    assert t.verified, render(t)
+    change = next(h for h in t.hops if h.kind == "change")
+    assert change.title == "production change (rollback)" and change.ids["actor"] == "auditor"
+    assert "audit test: pin the newer model" in change.detail
+    decision = next(h for h in t.hops if h.kind == "decision")
+    assert decision.title == "gate decision (refuse)" and "FAIL" in decision.detail

@@ -41,6 +41,9 @@ def _problems(spec: UseCaseSpec):
     for c in spec.event_id_columns:
         if c not in events.columns:
             yield "event_id_columns", f"{c!r} is not a column of {spec.events_table!r}"
+    for c in spec.entity_columns:
+        if c not in spec.event_id_columns:
+            yield "entity_columns", f"{c!r} is not one of event_id_columns {spec.event_id_columns}"
     for c in spec.label.group_columns:
         if c not in events.columns:
             yield "label.group_columns", f"{c!r} is not a column of {spec.events_table!r}"

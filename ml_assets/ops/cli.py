@@ -99,6 +99,23 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return 0 if result.verified else 1
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from ml_assets.audit import explain as ex
+
+    ledger = _ledger(args)
+    if args.against or args.day or args.vs:
+        if args.against:
+            result = ex.against_version(ledger, args.id, args.against)
+        else:
+            other = args.vs or ex.same_entity_on(ledger, _spec(args), args.id, args.day)
+            result = ex.explain_change(ledger, ex.subject(ledger, args.id), ex.subject(ledger, other))
+        print(result.model_dump_json(indent=2) if args.json else ex.render_change(result, args.top))
+    else:
+        single = ex.explain(ledger, args.id)
+        print(single.model_dump_json(indent=2) if args.json else ex.render_explanation(single, args.top))
+    return 0
+
+
 def cmd_rollback(args: argparse.Namespace) -> int:
     from ml_assets.ops.runner import Platform
 
@@ -160,6 +177,14 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("id", help="a prediction id `<version>/<event id>`, or an event id (its newest prediction)")
     tr.add_argument("--json", action="store_true", help="every hop as JSON")
     tr.add_argument("--verbose", action="store_true", help="list every partition, not ranges")
+    ex = command("explain", cmd_explain, "feature attributions of a prediction, or why it changed (model vs data)")
+    ex.add_argument("id", help="a prediction id `<version>/<event id>`, or an event id")
+    other = ex.add_mutually_exclusive_group()
+    other.add_argument("--against", metavar="VERSION", help="the same event scored by another version")
+    other.add_argument("--day", metavar="PARTITION", help="the same entity (entity_columns) on another partition")
+    other.add_argument("--vs", metavar="PREDICTION_ID", help="any other recorded prediction")
+    ex.add_argument("--top", type=int, default=8, help="features to list")
+    ex.add_argument("--json", action="store_true")
     rb = command("rollback", cmd_rollback, "pin production to a registered version (a Dagster run)")
     rb.add_argument("--version", required=True)
     rb.add_argument("--reason", required=True)

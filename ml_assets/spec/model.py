@@ -297,6 +297,9 @@ class UseCaseSpec(Section):
     timezone: str = Field("UTC", description="Event times are converted to this zone before partitioning.")
     events_table: str
     event_id_columns: list[str] = Field(description="Columns whose values, joined by '|', identify an event.")
+    entity_columns: list[str] = Field(default_factory=list, description="The event id columns that name the same "
+                                      "entity across partitions (a scheduled flight, a user): `mlp explain --day` "
+                                      "compares that entity's predictions on two partitions. Empty: not comparable.")
     tables: dict[str, TableSpec]
     label: LabelSpec
     features: FeatureSpec
