@@ -5,6 +5,7 @@ input print one line (`mlp: error: ...`) and exit 2; a failed run prints its ste
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -62,22 +63,29 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_versions(args: argparse.Namespace) -> int:
-    import dagster as dg
+    from ml_assets.audit.views import render_versions, version_statuses
 
-    from ml_assets.definitions import defs
-    from ml_assets.registry.models import production_pointer
+    rows, problems = version_statuses(_ledger(args))
+    if args.json:
+        print(json.dumps({"versions": [r.model_dump(mode="json") for r in rows], "problems": problems}, indent=2))
+    else:
+        print(render_versions(rows, problems))
+    return 0 if all(r.artifact_verifies and r.record_verifies is not False for r in rows) and not problems else 1
 
-    spec = _spec(args)
-    registry = defs.resources["model_registry"]
-    pointer = production_pointer(dg.DagsterInstance.get(), registry, spec.name)
-    records, problems = registry.scan(spec.name)
-    for record in records:
-        marker = "*" if pointer and record.version == pointer.version else " "
-        ts = record.training_set
-        print(f"{marker} {record.version}  trained {ts.train_start}..{ts.train_end}  sha256 {record.sha256[:16]}  "
-              f"run {record.run_id[:8]}  registered {record.registered_at}")
-    for uri, problem in problems.items():
-        print(f"! {uri}: {problem}", file=sys.stderr)
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from ml_assets.audit.views import render_status, status
+
+    result = status(_ledger(args), _spec(args))
+    print(json.dumps(result, indent=2, default=str) if args.json else render_status(result))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from ml_assets.audit.views import render_show, show
+
+    result = show(_ledger(args), args.version)
+    print(json.dumps(result, indent=2, default=str) if args.json else render_show(result))
     return 0
 
 
@@ -172,7 +180,13 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--partitions-per-tick", type=int, default=None if name == "demo" else 1,
                        help="partitions landed between sensor evaluations")
     command("quickstart", cmd_quickstart, "batch path without sensors: ingest, train, decide, score")
-    command("versions", cmd_versions, "list registered model versions (* = production)")
+    vs = command("versions", cmd_versions, "registered versions: serving/promoted/pinned/refused, verification flags")
+    vs.add_argument("--json", action="store_true")
+    st = command("status", cmd_status, "what serves, its age in data time, the last decision, drift and health")
+    st.add_argument("--json", action="store_true")
+    sh = command("show", cmd_show, "one version: card, evaluation, decision, pointer history, lineage")
+    sh.add_argument("version")
+    sh.add_argument("--json", action="store_true")
     tr = command("trace", cmd_trace, "trace a prediction (or event) id to raw bytes, verifying every hash")
     tr.add_argument("id", help="a prediction id `<version>/<event id>`, or an event id (its newest prediction)")
     tr.add_argument("--json", action="store_true", help="every hop as JSON")
