@@ -4,6 +4,7 @@ disk, and a changed byte anywhere on the path is reported at its hop."""
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 
 import polars as pl
@@ -251,5 +252,48 @@ def test_mlp_versions_status_show_explain_as_a_user_runs_them(materialized, spec
     assert shown.returncode == 0 and "decision (promote" in shown.stdout and "# Model card" in shown.stdout
     explained = mlp(materialized, "explain", some_predictions(ledger, 1, seed=9)[0])
     assert explained.returncode == 0 and "Integrated Gradients" in explained.stdout, explained.stderr
+    bundle = materialized.root.parent / "bundle-cli"
+    written = mlp(materialized, "audit-bundle", version, "--out", str(bundle))
+    assert written.returncode == 0, written.stderr
+    assert mlp(materialized, "audit-bundle", "--verify", str(bundle)).returncode == 0
+    card = bundle / "model_card.md"
+    card.write_text(card.read_text().replace("Model card", "Model cord", 1))
+    tampered = mlp(materialized, "audit-bundle", "--verify", str(bundle))
+    assert tampered.returncode == 2 and "model_card.md" in tampered.stderr and "does NOT verify" in tampered.stderr
     refused = mlp(materialized, "show", "../../evil")
     assert refused.returncode == 2 and "is not a model version id" in refused.stderr
+
+
+def test_the_audit_bundle_verifies_and_any_changed_byte_fails_it(history, tmp_path):
+    from ml_assets.audit.bundle import MANIFEST, verify_bundle, write_bundle
+
+    ledger, first, second = history
+    for version in (first, second):
+        out = write_bundle(ledger, version, tmp_path / version)
+        names = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+        assert {"model_card.md", "decision.json", "evaluation/report.md", "evaluation/roc_reliability.png",
+                "training_set_manifest.json", "pointer_history.json", "runs.json", "code_versions.json",
+                "version_record.json", "model.safetensors", "monitoring.json", MANIFEST} <= set(names)
+        assert verify_bundle(out) == []
+        manifest = json.loads((out / "training_set_manifest.json").read_text())
+        assert all(r["verified_at_bundling"] for parts in manifest["inputs"].values() for r in parts.values())
+    pointers = json.loads((tmp_path / second / "pointer_history.json").read_text())
+    assert [p["action"] for p in pointers] == ["rollback"] and pointers[0]["actor"] == "auditor"
+    # One byte, anywhere: every file once (manifest included), then random positions.
+    out = tmp_path / first
+    rng = random.Random(11)
+    targets = [(p, None) for p in sorted(out.rglob("*")) if p.is_file()]
+    targets += [(rng.choice(targets)[0], rng.random()) for _ in range(20)]
+    for path, where in targets:
+        original = path.read_bytes()
+        at = int((where if where is not None else 0.5) * (len(original) - 1))
+        changed = bytearray(original)
+        changed[at] = (changed[at] + 1) % 256
+        path.write_bytes(bytes(changed))
+        try:
+            assert verify_bundle(out), f"a changed byte at {at} of {path.name} went unnoticed"
+        finally:
+            path.write_bytes(original)
+    assert verify_bundle(out) == []
+    (out / "extra.txt").write_text("slipped in")
+    assert any("not listed" in p for p in verify_bundle(out))

@@ -124,6 +124,21 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit_bundle(args: argparse.Namespace) -> int:
+    from ml_assets.audit.bundle import check_bundle, write_bundle
+
+    if args.verify:
+        check_bundle(Path(args.verify))
+        print(f"{args.verify}: every file matches MANIFEST.sha256 and the records agree with each other")
+        return 0
+    if not args.version or not args.out:
+        raise ValueError("give VERSION and --out DIR to write a bundle, or --verify DIR to check one")
+    out = write_bundle(_ledger(args), args.version, Path(args.out))
+    print(f"wrote {out} ({sum(1 for p in out.rglob('*') if p.is_file())} files); check it with "
+          f"`mlp audit-bundle --verify {out}`")
+    return 0
+
+
 def cmd_rollback(args: argparse.Namespace) -> int:
     from ml_assets.ops.runner import Platform
 
@@ -199,6 +214,10 @@ def parser() -> argparse.ArgumentParser:
     other.add_argument("--vs", metavar="PREDICTION_ID", help="any other recorded prediction")
     ex.add_argument("--top", type=int, default=8, help="features to list")
     ex.add_argument("--json", action="store_true")
+    ab = command("audit-bundle", cmd_audit_bundle, "write one version's evidence with a sha256 manifest, or verify one")
+    ab.add_argument("version", nargs="?")
+    ab.add_argument("--out", default=None, help="a new folder to write the bundle into")
+    ab.add_argument("--verify", default=None, metavar="DIR", help="check a bundle offline (no instance needed)")
     rb = command("rollback", cmd_rollback, "pin production to a registered version (a Dagster run)")
     rb.add_argument("--version", required=True)
     rb.add_argument("--reason", required=True)
