@@ -139,6 +139,14 @@ def cmd_audit_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from ml_assets.audit.openlineage import export
+
+    count = export(_ledger(args), Path(args.out))
+    print(f"wrote {count} OpenLineage run events to {args.out} (one JSON event per line)")
+    return 0
+
+
 def cmd_rollback(args: argparse.Namespace) -> int:
     from ml_assets.ops.runner import Platform
 
@@ -218,6 +226,8 @@ def parser() -> argparse.ArgumentParser:
     ab.add_argument("version", nargs="?")
     ab.add_argument("--out", default=None, help="a new folder to write the bundle into")
     ab.add_argument("--verify", default=None, metavar="DIR", help="check a bundle offline (no instance needed)")
+    ln = command("lineage", cmd_lineage, "export the recorded runs as OpenLineage events (JSON lines)")
+    ln.add_argument("--out", required=True, help="file to write")
     rb = command("rollback", cmd_rollback, "pin production to a registered version (a Dagster run)")
     rb.add_argument("--version", required=True)
     rb.add_argument("--reason", required=True)
