@@ -3,6 +3,7 @@ disk, and a changed byte anywhere on the path is reported at its hop."""
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
 import random
@@ -49,6 +50,8 @@ def test_random_predictions_trace_to_raw_bytes_and_every_hash_verifies(materiali
         for hop in t.hops:
             if hop.sha256 and hop.uri and hop.kind not in ("model",):
                 assert disk_sha256(hop.uri) == hop.sha256, hop.title
+        change = next(h for h in t.hops if h.kind == "change")
+        assert change.ids["actor"] == getpass.getuser()  # a person's run records the person, not "unknown"
         model = next(h for h in t.hops if h.kind == "model")
         artifact = ledger.registry.get(spec.name, t.model_version).artifact_uri
         assert disk_sha256(artifact) == model.sha256

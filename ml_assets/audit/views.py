@@ -264,5 +264,9 @@ def render_show(s: dict[str, Any]) -> str:
     for p in s["pointer_history"]:
         lines.append(f"  pointer {p['sequence']}: {p['action']} by {p['actor']} ({p['reason']}), run {p['run_id'][:8]}")
     if s.get("model_card"):
-        lines += ["", s["model_card"]]
+        import re
+
+        card = re.sub(r"!\[([^\]]*)\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)",
+                      lambda m: f"[image: {m.group(1)}, {len(m.group(2)) * 3 // 4} bytes embedded]", s["model_card"])
+        lines += ["", card]
     return "\n".join(lines)

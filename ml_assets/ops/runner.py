@@ -8,6 +8,7 @@ monitoring does not watch in-process runs).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -16,7 +17,7 @@ import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from ml_assets.errors import PlatformError
-from ml_assets.keys import ACTOR_TAG, REASON_TAG, UseCaseJobs, UseCaseKeys, op_name
+from ml_assets.keys import ACTOR_TAG, REASON_TAG, SENSOR_NAME_TAG, UseCaseJobs, UseCaseKeys, op_name
 from ml_assets.ops.liveness import reap_dead_runs, worker_tags
 from ml_assets.spec import UseCaseSpec
 
@@ -43,6 +44,15 @@ def check_partition(spec: UseCaseSpec, value: str | None, what: str = "partition
     return value
 
 
+def _login() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (a container with an arbitrary uid)
+        return f"uid:{os.getuid()}"
+
+
 @dataclass
 class Platform:
     defs: dg.Definitions
@@ -54,6 +64,8 @@ class Platform:
             raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
         reap_dead_runs(self.instance)
         all_tags = {k: v for k, v in (tags or {}).items() if k != "dagster/partition"} | worker_tags()
+        if SENSOR_NAME_TAG not in all_tags:  # a person ran it: their name is the actor of any change it makes
+            all_tags.setdefault("user", _login())
         if first is not None and (last or first) == first:
             all_tags["dagster/partition"] = first  # one partition: an ordinary partitioned run
         elif first is not None:

@@ -78,7 +78,8 @@ def build_prediction_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         inputs = tables.receipts_for({p.isoformat(): [p.isoformat()] for p in partitions},
                                      keys.features.to_user_string(), receipts)
         served = {"model_version": pointer.version, "weights_sha256": pointer.sha256,
-                  "pointer_sequence": pointer.sequence, "threshold": model.threshold}
+                  "pointer_sequence": pointer.sequence, "threshold": model.threshold,
+                  "model_put_in_production_by_run": dg.MetadataValue.dagster_run(pointer.run_id)}
         extra = {p.isoformat(): served for p in partitions}
         written = tables.write_partitions(context, lakehouse, spec, keys.predictions, out, compute.PARTITION,
                                           inputs=inputs, extra=extra, descriptions=COLUMN_DOCS)

@@ -82,7 +82,8 @@ def _promotion_decision(spec: UseCaseSpec) -> dg.AssetsDefinition:
                                model_evaluation["window"][1])
             decision = decide(spec, model_evaluation, age)
             record = model_registry.get(spec.name, version)
-            card = render_model_card(spec, record, model_evaluation, decision)
+            card = render_model_card(spec, record, model_evaluation, decision,
+                                     plot_markdown=_plot_markdown(model_registry, model_evaluation))
             card_uri, card_sha = model_registry.write_model_card(spec.name, version, card)
             if not decision.promote:  # a promotion is tagged by production_model once it happened
                 context.instance.add_run_tags(context.run.run_id, {OUTCOME_TAG: "refused"})
@@ -105,10 +106,23 @@ def _promotion_decision(spec: UseCaseSpec) -> dg.AssetsDefinition:
                     "model_card": dg.MetadataValue.md(card),
                     "model_card_uri": dg.MetadataValue.path(card_uri),
                     "model_card_sha256": card_sha,
+                    "trained_by_run": dg.MetadataValue.dagster_run(record.run_id),
                 },
             )
 
     return promotion_decision
+
+
+def _plot_markdown(registry: ModelRegistryResource, evaluation: dict[str, Any]) -> str:
+    """The evaluation's ROC/reliability plot (sha256-verified) embedded in the card, so the card is
+    self-contained and the UI shows the image, not a path."""
+    import base64
+
+    plot = (evaluation.get("files") or {}).get("plot")
+    if not plot:
+        return ""
+    png = registry.lakehouse.read_bytes(plot["uri"], plot["sha256"], what="evaluation plot")
+    return f"![ROC and reliability](data:image/png;base64,{base64.b64encode(png).decode()})"
 
 
 def _production_model(spec: UseCaseSpec) -> dg.AssetsDefinition:
@@ -153,6 +167,8 @@ def _production_model(spec: UseCaseSpec) -> dg.AssetsDefinition:
                 "pointer_uri": dg.MetadataValue.path(model_registry.pointer_uri(spec.name, pointer.sequence)),
                 "pointer_sha256": pointer_sha,
                 "data_window": f"{record.training_set.train_start}..{record.training_set.train_end}",
+                "trained_by_run": dg.MetadataValue.dagster_run(record.run_id),
+                "decided_by": dg.MetadataValue.asset(keys.promotion_decision),
             },
         )
 

@@ -107,3 +107,55 @@ def test_auditor_sees_lineage_and_model_history_in_a_real_browser(browser, audit
                 ["production_model", f"Materialized in run {promoted}", "model_version"])
     assert "promote" in text
     screenshot(browser, "production-model-history", tmp_path)
+
+
+def open_markdown(browser, label: str) -> None:
+    """Click the `[Show Markdown]` action of the newest event's metadata entry `label`."""
+    rows = browser.find_elements("xpath", f"//tr[td[normalize-space()='{label}']]")
+    assert rows, f"no metadata entry {label!r} on the page"
+    link = rows[0].find_element("xpath", ".//a[contains(., 'Show Markdown')]")
+    dismiss_welcome_dialog(browser)
+    browser.execute_script("arguments[0].click()", link)
+
+
+def rendered_images(browser, timeout: float = 30) -> list:
+    """Images in the open dialog that the browser actually decoded (naturalWidth > 0)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        images = [i for i in browser.find_elements("xpath", "//div[@role='dialog']//img")
+                  if int(i.get_attribute("naturalWidth") or 0) > 0]
+        if images:
+            return images
+        time.sleep(0.5)
+    return []
+
+
+def test_model_card_and_evaluation_plot_are_rendered_not_pointed_at(browser, auditor_url, history, tmp_path):
+    show(browser, f"{auditor_url}/assets/flight_delay/promotion_decision?view=events",
+         ["promotion_decision", "model_card"])
+    open_markdown(browser, "model_card")
+    images = rendered_images(browser)
+    dialog = browser.find_element("xpath", "//div[@role='dialog']").text
+    assert "Model card:" in dialog and "Promotion decision" in dialog, dialog[:1500]
+    assert images and images[0].get_attribute("src").startswith("data:image/png;base64,")
+    browser.execute_script("arguments[0].scrollIntoView()", images[0])
+    time.sleep(0.5)
+    screenshot(browser, "model-card-plot", tmp_path)
+
+    show(browser, f"{auditor_url}/assets/flight_delay/model_evaluation?view=events", ["model_evaluation", "report"])
+    open_markdown(browser, "report")
+    images = rendered_images(browser)
+    assert images and int(images[0].get_attribute("naturalWidth")) >= 600
+    browser.execute_script("arguments[0].scrollIntoView()", images[0])
+    time.sleep(0.5)
+    screenshot(browser, "evaluation-report-plot", tmp_path)
+
+
+def test_runs_are_links_on_the_model_pages(browser, auditor_url, history, tmp_path):
+    show(browser, f"{auditor_url}/assets/flight_delay/production_model?view=events",
+         ["production_model", "trained_by_run"])
+    row = browser.find_elements("xpath", "//tr[td[normalize-space()='trained_by_run']]")[0]
+    hrefs = [a.get_attribute("href") for a in row.find_elements("tag name", "a")]
+    trained = history["runs"]["train"]
+    assert any(h and f"/runs/{trained}" in h for h in hrefs), (hrefs, row.get_attribute("outerHTML")[:800])
+    screenshot(browser, "production-model-run-links", tmp_path)
