@@ -13,6 +13,7 @@ from ml_assets.predictions.assets import build_prediction_assets
 from ml_assets.profiles.assets import build_profile_assets
 from ml_assets.raw.assets import build_raw_assets
 from ml_assets.registry.assets import build_registry_assets
+from ml_assets.serving.assets import build_serving_assets
 from ml_assets.spec import UseCaseSpec
 from ml_assets.training.assets import build_training_assets
 
@@ -27,6 +28,7 @@ def build_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         *build_registry_assets(spec),
         *build_prediction_assets(spec),
         *build_monitoring_assets(spec),
+        *build_serving_assets(spec),
     ]
 
 
@@ -58,6 +60,9 @@ def build_jobs(spec: UseCaseSpec) -> list[dg.UnresolvedAssetJobDefinition]:
             **{"ml/action": "rollback"}),
         job(names.reproduce, [keys.model_reproducibility],
             "Retrain registered versions from their recorded inputs and compare weight hashes."),
+        job(names.serving, [keys.serving_state, keys.online_predictions],
+            "Online scoring's data: the history state the service loads for the selected partitions, and the "
+            "online predictions it logged for them."),
     ]
 
 

@@ -46,6 +46,8 @@ class UseCaseKeys:
     drift_report = property(lambda self: self._key("drift_report"))
     realized_performance = property(lambda self: self._key("realized_performance"))
     model_health = property(lambda self: self._key("model_health"))
+    serving_state = property(lambda self: self._key("serving_state"))  # history state of online scoring
+    online_predictions = property(lambda self: self._key("online_predictions"))
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class UseCaseJobs:
     score = property(lambda self: f"{self.name}__score")
     rollback = property(lambda self: f"{self.name}__rollback")
     reproduce = property(lambda self: f"{self.name}__reproduce")
+    serving = property(lambda self: f"{self.name}__serving")  # serving state + landed online predictions
 
 
 def op_name(key: dg.AssetKey) -> str:
