@@ -182,6 +182,16 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ml_assets.serving.app import ServingConfig
+    from ml_assets.serving.server import serve
+
+    config = ServingConfig(max_batch=args.max_batch, poll_seconds=args.poll_seconds, max_state_lag=args.max_state_lag)
+    print(f"serving {args.use_case or os.environ.get('ML_USE_CASE') or 'the only use case'} on "
+          f"http://{args.host}:{args.port} (POST /v1/<use case>/predict, /healthz, /readyz, /metrics)", flush=True)
+    return serve(args.use_case, args.host, args.port, config, args.log_level)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="mlp", description=__doc__)
     top.add_argument("--use-case", default=None, help="use case name (default: $ML_USE_CASE, or the only one)")
@@ -239,6 +249,13 @@ def parser() -> argparse.ArgumentParser:
     init.add_argument("name")
     init.add_argument("--from", dest="source", required=True, help="a Parquet or CSV file")
     init.add_argument("--out", default=None, help="where to write (default: ml_assets/defs/NAME/defs.yaml)")
+    sv = command("serve", cmd_serve, "online scoring API on uvicorn (one worker): predict, health, metrics")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8080)
+    sv.add_argument("--max-batch", type=int, default=1000, help="events per request (more: 413)")
+    sv.add_argument("--poll-seconds", type=float, default=5.0, help="production pointer / serving state polling")
+    sv.add_argument("--max-state-lag", type=int, default=0,
+                    help="score events of partition p with the serving state of p - N at most (0: exact only)")
     return top
 
 

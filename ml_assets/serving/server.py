@@ -1,0 +1,33 @@
+"""`mlp serve --use-case NAME [--host --port]`: the online scoring app on uvicorn, one worker process
+(scale out with more processes or pods: each loads its own verified snapshot and state)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ml_assets.serving.app import ServingConfig
+
+
+def build_app(use_case: str | None, config: ServingConfig | None = None, instance: Any = None) -> Any:
+    """The app for a use case of this code location, on the instance in $DAGSTER_HOME and the lakehouse
+    and registry the code location's resources name."""
+    import dagster as dg
+
+    from ml_assets.definitions import defs
+    from ml_assets.serving.app import create_app
+    from ml_assets.spec.catalog import use_case as find
+
+    spec = find(use_case)
+    checks = [k for k in defs.resolve_asset_graph().asset_check_keys if k.asset_key.path[0] == spec.name]
+    return create_app(spec, instance or dg.DagsterInstance.get(), defs.resources["lakehouse"],
+                      defs.resources["model_registry"], config, checks)
+
+
+def serve(use_case: str | None, host: str = "127.0.0.1", port: int = 8080, config: ServingConfig | None = None,
+          log_level: str = "warning") -> int:
+    import uvicorn
+
+    app = build_app(use_case, config)
+    uvicorn.run(app, host=host, port=port, workers=1, log_level=log_level.lower(), access_log=False,
+                timeout_graceful_shutdown=10)
+    return 0
