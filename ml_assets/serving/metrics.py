@@ -67,9 +67,11 @@ class ServiceMetrics:
 
 def exported_metric_names(service: ServiceMetrics, platform: PlatformCollector | None = None) -> set[str]:
     """Every series name the registries expose (with histogram `_bucket`/`_count`/`_sum` suffixes)."""
+    suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum", "_created"),
+                "gauge": ("",), "info": ("_info",)}
     names: set[str] = set()
-    for family in service.registry.collect():
-        names |= {s.name for s in family.samples} | {family.name}
+    for family in service.registry.collect():  # families are listed even before their first sample
+        names |= {family.name + suffix for suffix in suffixes.get(family.type, ("",))}
     for family in (platform.describe() if platform else []):
         names.add(family.name)
     return names
