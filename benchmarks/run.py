@@ -37,7 +37,7 @@ from benchmarks import (
 )
 from benchmarks.measure import REPO_ROOT, machine
 
-SECTIONS = ("features", "integrity", "profiling", "training", "orchestration", "sensors")
+SECTIONS = ("features", "integrity", "profiling", "training", "serving", "orchestration", "sensors")
 # Not in the default run: the full-year replay through the sensors takes longer than the whole budget.
 OPTIONAL = ("replay",)
 
@@ -217,6 +217,13 @@ def _sections(spec: Any, plan: Plan, sections: tuple[str, ...], workdir: str, ca
         with clock.section("training"):
             _guarded(results, "training", lambda: results.__setitem__(
                 "training", bench_training.run(spec, paths[0], paths[1], plan.training, log=_log)))
+    if "serving" in sections:  # online scoring on loopback (benchmarks/bench_serving.py prints its verdicts)
+        from benchmarks import bench_serving
+
+        _log("[serving] mlp serve, one worker: single at 200 req/s, batched, floor, CPU per 1000 predictions")
+        with clock.section("serving"):
+            _guarded(results, "serving", lambda: results.__setitem__("serving", bench_serving.run(
+                None if plan is _FULL else bench_serving.ServingConfig(seconds=2, warmup_seconds=0.5), log=_log)))
     if {"orchestration", "sensors"} & set(sections):
         _guarded(results, "orchestration", lambda: _orchestration_and_sensors(spec, plan, sections, workdir,
                                                                              results, clock))
