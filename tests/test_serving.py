@@ -76,6 +76,7 @@ def test_online_probabilities_equal_batch_predictions_for_every_event_of_a_real_
         got.append(r.json()["predictions"][0])
     lake = materialized.resources["lakehouse"]
     batch, _ = tables.read_partitions(materialized.platform, lake, spec, UseCaseKeys(spec.name).predictions, [DAY])
+    assert {p["state_partition"] for p in got} == {DAY.isoformat()}  # the event's own partition's state
     online = pl.DataFrame(got)
     joined = batch.join(online, on="event_id", how="inner", suffix="_online")
     assert joined.height == len(got) and online.get_column("event_id").n_unique() == batch.height

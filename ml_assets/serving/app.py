@@ -301,6 +301,7 @@ class Service:
                             "the event time cannot be read")])
         event_of_row: dict[int, tuple[int, int]] = {}  # row -> (features frame, row in it)
         frames: list[pl.DataFrame] = []
+        state_of: list[str] = []  # the serving state partition each frame was computed with
         groups: dict[date, list[int]] = {}
         for r, partition in enumerate(partitions):
             if partition is not None and owner[r] not in failed:
@@ -323,6 +324,7 @@ class Service:
                                                                         for n in rules])
                 event_of_row[r] = (len(frames), position[event_id])
             frames.append(feats)
+            state_of.append(state.partition)
         scored = [self._forward(snapshot, f) for f in frames]
         scored_at, log_rows = now_iso(), []
         for i, item in enumerate(batch):
@@ -338,7 +340,7 @@ class Service:
                 pid, decision = f"{snapshot.version}/{event_id}", probability >= snapshot.threshold
                 out.append({"event_id": event_id, "partition_date": partition, "prediction_id": pid,
                             "model_version": snapshot.version, "probability": probability, "decision": decision,
-                            "oov_columns": oov})
+                            "oov_columns": oov, "state_partition": state_of[f]})
                 log_rows.append({"event_id": event_id, "partition_date": partition, "prediction_id": pid,
                                  "model_version": snapshot.version, "probability": probability,
                                  "predicted_positive": decision, "source": SOURCE, "request_id": item.request_id,
