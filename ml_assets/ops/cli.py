@@ -187,6 +187,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ml_assets.serving.server import serve
 
     config = ServingConfig(max_batch=args.max_batch, poll_seconds=args.poll_seconds, max_state_lag=args.max_state_lag)
+    if args.build_state:
+        from ml_assets.serving.server import build_state
+
+        built = build_state(args.use_case, None if args.build_state == "newest" else args.build_state)
+        print(f"built serving state {built}")
     print(f"serving {args.use_case or os.environ.get('ML_USE_CASE') or 'the only use case'} on "
           f"http://{args.host}:{args.port} (POST /v1/<use case>/predict, /healthz, /readyz, /metrics)", flush=True)
     return serve(args.use_case, args.host, args.port, config, args.log_level)
@@ -256,6 +261,9 @@ def parser() -> argparse.ArgumentParser:
     sv.add_argument("--poll-seconds", type=float, default=5.0, help="production pointer / serving state polling")
     sv.add_argument("--max-state-lag", type=int, default=0,
                     help="score events of partition p with the serving state of p - N at most (0: exact only)")
+    sv.add_argument("--build-state", nargs="?", const="newest", default=None, metavar="PARTITION",
+                    help="first materialize serving_state (a run of the <use case>__serving job) for PARTITION, "
+                    "default: the newest labelled partition + the label delay")
     return top
 
 

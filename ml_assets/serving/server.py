@@ -23,6 +23,35 @@ def build_app(use_case: str | None, config: ServingConfig | None = None, instanc
                       defs.resources["model_registry"], config, checks)
 
 
+def build_state(use_case: str | None, partition: str | None = None, instance: Any = None) -> str:
+    """Materialize `serving_state` (a recorded run of the `<use case>__serving` job) for `partition`, by
+    default the one whose events the newest labels serve: newest labelled partition + label delay (capped
+    at the use case's last partition). Returns the partition."""
+    import dagster as dg
+
+    from ml_assets.definitions import defs
+    from ml_assets.errors import MissingDataError
+    from ml_assets.keys import UseCaseJobs, UseCaseKeys
+    from ml_assets.ops.runner import Platform, check_partition
+    from ml_assets.spec.catalog import use_case as find
+
+    spec = find(use_case)
+    instance = instance or dg.DagsterInstance.get()
+    if partition is None:
+        labelled = instance.get_materialized_partitions(UseCaseKeys(spec.name).labels)
+        if not labelled:
+            raise MissingDataError(f"{spec.name}: no labels are materialized yet; ingest first")
+        newest = spec.shift(spec.partition_range(max(labelled), max(labelled))[0], spec.label_delay)
+        partition = min(newest, spec.partitions_end).isoformat()
+    check_partition(spec, partition, "--build-state")
+    result = Platform(defs, instance, log_level="ERROR").run(UseCaseJobs(spec.name).serving, first=partition,
+                                                              raise_on_error=False)
+    if not result.success:
+        raise MissingDataError(f"serving state of {partition} not built (run {result.run_id}): "
+                               + Platform.failure_text(result))
+    return partition
+
+
 def serve(use_case: str | None, host: str = "127.0.0.1", port: int = 8080, config: ServingConfig | None = None,
           log_level: str = "warning") -> int:
     import uvicorn
