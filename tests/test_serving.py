@@ -52,10 +52,12 @@ def test_online_features_equal_batch_features_for_every_event_of_a_real_day(serv
     receipt, frames = load_state(spec, materialized.instance, lake, DAY.isoformat())
     online = OnlineFeatures(spec, DAY.isoformat(), frames, receipt.storage_id)
     try:
-        feats, ids, broken = online.compute(events)
-        assert len(ids) == events.height == batch.height > 500 and not any(broken)
+        feats, broken = online.compute(events.with_row_index("__row"))
+        assert feats.height == events.height == batch.height > 500 and not any(broken)
+        assert sorted(feats.get_column("__row")) == list(range(events.height))
         assert_frame_equal(feats.sort("partition_date", "event_id").select(batch.columns), batch, check_exact=True)
-        one, (one_id,), _ = online.compute(events[17:18])  # one row alone: the same row as in the full day
+        one, _ = online.compute(events[17:18].with_row_index("__row"))  # one row alone: as in the full day
+        one_id = one.get_column("event_id")[0]
         assert_frame_equal(one.select(batch.columns), batch.filter(pl.col("event_id") == one_id), check_exact=True)
     finally:
         online.close()

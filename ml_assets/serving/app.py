@@ -36,7 +36,7 @@ from ml_assets.features import compute
 from ml_assets.serving.log import SOURCE, LogFlusher, PredictionLog, now_iso
 from ml_assets.serving.metrics import PlatformCollector, ServiceMetrics
 from ml_assets.serving.model import ModelSnapshot, ModelWatcher
-from ml_assets.serving.state import OnlineFeatures, load_state
+from ml_assets.serving.state import ROW, OnlineFeatures, load_state
 from ml_assets.serving.validation import Problem, RequestError, parse_events
 from ml_assets.spec import PARTITION_COLUMN, UseCaseSpec
 
@@ -290,7 +290,7 @@ class Service:
             first.setdefault(o, r)
         frame = with_event_time(pl.DataFrame([row for item in batch for row in item.rows],
                                              schema={c: schema[c] for c in table.columns}, orient="row"),
-                                table, self.spec)
+                                table, self.spec).with_row_index(ROW)
         failed: dict[int, RequestError] = {}
         rule = f"event_time({', '.join(table.event_time.columns)} readable)" if table.event_time else "event_time"
         partitions = frame.get_column(PARTITION_COLUMN).to_list()
@@ -313,16 +313,15 @@ class Service:
                 for o in {owner[r] for r in rows}:
                     failed.setdefault(o, RequestError(503, "no_state", str(exc)))
                 continue
-            feats, ids, broken = state.compute(frame[rows])
-            position = {event_id: k for k, event_id in enumerate(feats.get_column(compute.EVENT_ID).to_list())}
-            for r, event_id, rules in zip(rows, ids, broken, strict=True):
+            feats, broken = state.compute(frame[rows])
+            for k, (r, rules) in enumerate(zip(feats.get_column(ROW).to_list(), broken, strict=True)):
                 if rules and owner[r] not in failed:
                     failed[owner[r]] = RequestError(422, "invalid_event", f"event {r - first[owner[r]]}: rule(s) "
                                                     f"{rules} broken", [Problem(r - first[owner[r]], None,
                                                                                 f"rule({n})", "the table's rule "
                                                                                 f"{n} is false for this event")
                                                                         for n in rules])
-                event_of_row[r] = (len(frames), position[event_id])
+                event_of_row[r] = (len(frames), k)
             frames.append(feats)
             state_of.append(state.partition)
         scored = [self._forward(snapshot, f) for f in frames]
