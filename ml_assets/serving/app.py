@@ -72,14 +72,10 @@ class StateCache:
     def _load(self, partition: str) -> OnlineFeatures:
         receipt, frames = load_state(self.spec, self.instance, self.lakehouse, partition)
         features = OnlineFeatures(self.spec, partition, frames, receipt.storage_id)
-        with self._lock:
-            old = self._states.get(partition)
-            self._states[partition] = features
+        with self._lock:  # a replaced or evicted state is not closed here: a batch may still be scoring with
+            self._states[partition] = features  # it; its connection closes when the last reference goes
             while len(self._states) > self.max_loaded:
-                oldest = min(self._states)
-                self._states.pop(oldest).close()
-        if old is not None:
-            old.close()
+                self._states.pop(min(self._states))
         return features
 
     def get(self, partition: str) -> OnlineFeatures:

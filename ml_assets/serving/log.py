@@ -98,7 +98,11 @@ class LogFlusher:
 
     def _run(self) -> None:
         while not self._stop.wait(self.seconds):
-            self.log.flush()
+            try:
+                self.log.flush()
+            except Exception as exc:  # never let the flusher die; the rows stay buffered or are reported
+                if self.log.on_error is not None:
+                    self.log.on_error(exc)
 
     def stop(self) -> None:
         self._stop.set()
