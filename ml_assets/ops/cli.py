@@ -186,7 +186,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ml_assets.serving.app import ServingConfig
     from ml_assets.serving.server import serve
 
-    config = ServingConfig(max_batch=args.max_batch, poll_seconds=args.poll_seconds, max_state_lag=args.max_state_lag)
+    config = ServingConfig(max_batch=args.max_batch, poll_seconds=args.poll_seconds)
     if args.build_state:
         from ml_assets.serving.server import build_state
 
@@ -259,8 +259,6 @@ def parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=8080)
     sv.add_argument("--max-batch", type=int, default=1000, help="events per request (more: 413)")
     sv.add_argument("--poll-seconds", type=float, default=5.0, help="production pointer / serving state polling")
-    sv.add_argument("--max-state-lag", type=int, default=0,
-                    help="score events of partition p with the serving state of p - N at most (0: exact only)")
     sv.add_argument("--build-state", nargs="?", const="newest", default=None, metavar="PARTITION",
                     help="first materialize serving_state (a run of the <use case>__serving job) for PARTITION, "
                     "default: the newest labelled partition + the label delay")

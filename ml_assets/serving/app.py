@@ -47,7 +47,6 @@ class ServingConfig:
     max_queue_events: int = 20_000  # events waiting to be scored; more: 503 overloaded
     poll_seconds: float = 5.0  # production pointer and serving state polling
     grace_seconds: float = 30.0  # a pointer change in flight keeps the old snapshot this long
-    max_state_lag: int = 0  # score events of partition p with the state of p - lag at most (0: exact only)
     log_flush_seconds: float = 2.0
     platform_refresh_seconds: float = 30.0
     platform_metrics: bool = True
@@ -57,9 +56,8 @@ class ServingConfig:
 class StateCache:
     """Loaded serving states by partition (verified on load; reloaded when re-materialized)."""
 
-    def __init__(self, spec: UseCaseSpec, instance: Any, lakehouse: Any, max_lag: int, max_loaded: int) -> None:
-        self.spec, self.instance, self.lakehouse = spec, instance, lakehouse
-        self.max_lag, self.max_loaded = max_lag, max_loaded
+    def __init__(self, spec: UseCaseSpec, instance: Any, lakehouse: Any, max_loaded: int) -> None:
+        self.spec, self.instance, self.lakehouse, self.max_loaded = spec, instance, lakehouse, max_loaded
         self._states: dict[str, OnlineFeatures] = {}
         self._lock = threading.Lock()
 
@@ -79,20 +77,18 @@ class StateCache:
         return features
 
     def get(self, partition: str) -> OnlineFeatures:
-        """The state for events of `partition` (or an earlier one within `max_lag`), or MissingDataError."""
-        day = date.fromisoformat(partition)
-        for lag in range(self.max_lag + 1):
-            candidate = self.spec.shift(day, -lag).isoformat()
-            state = self._states.get(candidate)
-            if state is not None:
-                return state
-            try:
-                return self._load(candidate)
-            except MissingDataError:
-                continue
-        raise MissingDataError(f"no serving state for partition {partition}"
-                               + (f" (nor the {self.max_lag} before it)" if self.max_lag else "")
-                               + f"; the newest is {self.newest_partition()}")
+        """The state for events of `partition`, or MissingDataError. Only the event's own partition: the rate
+        relations are keyed by it, so another partition's state would join nothing (wrong features, not
+        stale ones)."""
+        state = self._states.get(partition)
+        if state is not None:
+            return state
+        try:
+            return self._load(partition)
+        except MissingDataError:
+            raise MissingDataError(f"no serving state for partition {partition}; the newest is "
+                                   f"{self.newest_partition()} (build it: `mlp serve --build-state {partition}` "
+                                   f"or the {self.spec.name}__serving job)") from None
 
     def loaded(self) -> list[str]:
         return sorted(self._states)
@@ -130,7 +126,7 @@ class Service:
         self.metrics = ServiceMetrics(spec.name)
         self.watcher = ModelWatcher(instance, registry, spec.name, self.config.poll_seconds,
                                     self.config.grace_seconds, on_swap=self.metrics.on_swap)
-        self.states = StateCache(spec, instance, lakehouse, self.config.max_state_lag, self.config.max_loaded_states)
+        self.states = StateCache(spec, instance, lakehouse, self.config.max_loaded_states)
         self.log = PredictionLog(lakehouse, spec.name,
                                  on_error=lambda exc: self.metrics.errors.labels(spec.name, "log_write").inc())
         self.platform = (PlatformCollector([spec], instance, lakehouse, registry, check_keys,
