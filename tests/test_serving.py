@@ -215,3 +215,14 @@ def test_no_model_in_production_is_503_with_the_reason(tmp_path, spec):
             assert r.status_code == 503 and r.json()["error"] == "no_model"
             assert "no model is in production" in r.json()["message"]
             assert client.get("/healthz").status_code == 200  # alive, just not ready
+
+
+@pytest.mark.integration
+def test_an_event_of_a_partition_without_serving_state_is_503_not_scored(served, spec):
+    client, _, events = served
+    event = event_dicts(events.filter(pl.col("hour").is_between(8, 18)).head(1), spec)[0]  # same UTC date
+    other_day = {**event, "day": DAY.day + 1, "time_hour": event["time_hour"].replace(
+        f"-{DAY.day:02d}T", f"-{DAY.day + 1:02d}T")}
+    r = client.post(URL, json=other_day)
+    assert r.status_code == 503 and r.json()["error"] == "no_state", r.text
+    assert "no serving state for partition 2013-02-04" in r.json()["message"]
