@@ -67,7 +67,7 @@ def test_an_event_id_alone_traces_to_its_newest_prediction(materialized, spec):
     assert t.prediction_id == prediction_id and t.verified
 
 
-@pytest.mark.parametrize("hop_kind", ["input", "trained_on", "evaluation", "pointer"])
+@pytest.mark.parametrize("hop_kind", ["input", "trained_on", "evaluation", "pointer", "record"])
 def test_a_flipped_byte_on_the_path_is_reported_at_its_hop(materialized, spec, hop_kind, tmp_path):
     ledger = ledger_of(materialized, spec)
     prediction_id = some_predictions(ledger, 1, seed=7)[0]
@@ -240,6 +240,18 @@ def test_versions_flags_a_record_whose_artifact_no_longer_verifies(history, spec
         rows, _ = version_statuses(ledger)
         bad = {r.version: r for r in rows}[first]
         assert not bad.artifact_verifies and "ARTIFACT DOES NOT VERIFY" in render_versions(rows, {})
+    finally:
+        with open(artifact, "wb") as handle:
+            handle.write(original)
+    record_uri = ledger.registry.record_uri(spec.name, first)
+    with open(record_uri, "rb") as handle:
+        original = handle.read()
+    try:  # an edited record (same weights) is flagged against the sha256 its training run recorded
+        with open(record_uri, "wb") as handle:
+            handle.write(original.replace(b'"best_epoch": ', b'"best_epoch":  ', 1))
+        rows, _ = version_statuses(ledger)
+        bad = {r.version: r for r in rows}[first]
+        assert bad.record_verifies is False and "RECORD EDITED" in render_versions(rows, {})
     finally:
         with open(artifact, "wb") as handle:
             handle.write(original)

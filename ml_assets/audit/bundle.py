@@ -16,8 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ml_assets.audit.ledger import Ledger, Materialization
-from ml_assets.audit.views import show
+from ml_assets.audit.ledger import Ledger
+from ml_assets.audit.views import serving_pointer, version_status
 from ml_assets.errors import IntegrityError, MissingDataError
 
 MANIFEST = "MANIFEST.sha256"
@@ -60,47 +60,49 @@ def _verified(ledger: Ledger, uri: Any, sha: Any, what: str) -> bytes:
 
 
 def write_bundle(ledger: Ledger, version: str, out: Path) -> Path:
-    """Write the bundle of `version` into `out` (which must not exist or be empty)."""
+    """Write the bundle of `version` into `out` (which must not exist or be empty). Every file copied in
+    is verified first: a record or artifact that does not verify writes no bundle."""
+    from ml_assets.records import VersionRecord, parse_record
+
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; choose a new folder")
-    facts = show(ledger, version)
-    if facts["status"] and not facts["status"]["artifact_verifies"]:
-        raise IntegrityError(f"model {version}: its artifact does not verify; no bundle written "
-                             f"({facts['status']['problem']})")
+    keys, uc = ledger.keys, ledger.use_case
+    record_data = ledger.record_bytes(version)
+    record = parse_record(VersionRecord, record_data, ledger.registry.record_uri(uc, version))
+    weights = ledger.weights(version)
+    pointers = ledger.for_version(keys.production_model, version)
+    history = [{**json.loads(_verified(ledger, m.metadata["pointer_uri"], m.metadata["pointer_sha256"], "pointer")),
+                "pointer_sha256": m.metadata["pointer_sha256"], "storage_id": m.storage_id} for m in pointers]
+    serving = serving_pointer(ledger)[0]
+    status = version_status(ledger, record, serving.version if serving else None)
+
     out.mkdir(parents=True, exist_ok=True)
     w = _Writer(out)
-    registry, uc = ledger.registry, ledger.use_case
-    record = registry.get(uc, version)
-    w.put("version_record.json", registry.record_bytes(uc, version))
-    w.put("model.safetensors", registry.artifact_bytes(uc, version))
-    decisions = [m for m in ledger.all(ledger.keys.promotion_decision) if m.metadata.get("model_version") == version]
+    w.put("version_record.json", record_data)
+    w.put("model.safetensors", weights)
+    decisions = ledger.for_version(keys.promotion_decision, version)
     if decisions:
         d = decisions[-1]
         w.put("decision.json", _verified(ledger, d.metadata["ref_uri"], d.metadata["ref_sha256"], "gate decision"))
         w.put("model_card.md", _verified(ledger, d.metadata["model_card_uri"], d.metadata["model_card_sha256"],
                                          "model card"))
-    evaluation = next((m for m in reversed(ledger.all(ledger.keys.model_evaluation))
-                       if m.metadata.get("model_version") == version), None)
-    if evaluation is not None:
-        md = evaluation.metadata
+    evaluations = ledger.for_version(keys.model_evaluation, version)
+    if evaluations:
+        md = evaluations[-1].metadata
         w.put("evaluation/report.md", _verified(ledger, md["report_uri"], md["report_sha256"], "evaluation report"))
         w.put("evaluation/roc_reliability.png", _verified(ledger, md["plot_uri"], md["plot_sha256"], "plot"))
         w.put("evaluation/evaluation.json", _verified(ledger, md["ref_uri"], md["ref_sha256"], "evaluation"))
     w.put("training_set_manifest.json", _json(_training_manifest(ledger, record)))
-    pointers = [m for m in ledger.all(ledger.keys.production_model) if m.metadata.get("model_version") == version]
-    w.put("pointer_history.json", _json([
-        {**json.loads(_verified(ledger, m.metadata["pointer_uri"], m.metadata["pointer_sha256"], "pointer")),
-         "pointer_sha256": m.metadata["pointer_sha256"], "storage_id": m.storage_id} for m in pointers]))
+    w.put("pointer_history.json", _json(history))
     runs = sorted({record.run_id, *(m.run_id for m in decisions), *(m.run_id for m in pointers)})
     w.put("runs.json", _json({r: _run(ledger, r) for r in runs}))
     w.put("code_versions.json", _json(_code_versions(ledger, runs)))
     w.put("predictions.json", _json(_scored(ledger, version)))
     w.put("monitoring.json", _json(_monitoring(ledger, version)))
     w.put("bundle.json", _json({"use_case": uc, "version": version, "weights_sha256": record.sha256,
-                                "status": facts["status"], "lineage": facts["lineage"],
-                                "record_sha256": _sha(registry.record_bytes(uc, version)),
-                                "approved_record_sha256": sorted({p["record_sha256"] for p in json.loads(
-                                    (out / "pointer_history.json").read_text()) if p.get("record_sha256")}),
+                                "status": status.model_dump(mode="json"), "record_sha256": _sha(record_data),
+                                "approved_record_sha256": sorted({p["record_sha256"] for p in history
+                                                                  if p.get("record_sha256")}),
                                 "files": sorted(w.files)}))
     w.put("README.md", (f"# Audit bundle: {uc} {version}\n\nVerify offline: `mlp audit-bundle --verify <this folder>` "
                         f"or `sha256sum -c {MANIFEST}`.\n\n{COVERAGE}").encode())
@@ -147,8 +149,7 @@ def _code_versions(ledger: Ledger, runs: list[str]) -> dict[str, dict[str, str |
 
 
 def _scored(ledger: Ledger, version: str) -> list[dict[str, Any]]:
-    rows: list[Materialization] = [m for m in ledger.all(ledger.keys.predictions)
-                                   if m.metadata.get("model_version") == version]
+    rows = ledger.for_version(ledger.keys.predictions, version)
     return [{"partition": m.partition, "run_id": m.run_id, "storage_id": m.storage_id, "uri": m.metadata.get("uri"),
              "sha256": m.metadata.get("sha256"), "rows": m.metadata.get("dagster/row_count")} for m in rows]
 
@@ -156,7 +157,7 @@ def _scored(ledger: Ledger, version: str) -> list[dict[str, Any]]:
 def _monitoring(ledger: Ledger, version: str) -> dict[str, Any]:
     keep = ("auroc", "ece", "f1", "rows", "positive_rate", "mean_probability", "threshold")
     realized = [{"partition": m.partition, **{k: m.metadata.get(k) for k in keep}, "sha256": m.metadata.get("sha256")}
-                for m in ledger.all(ledger.keys.realized_performance) if m.metadata.get("model_version") == version]
+                for m in ledger.for_version(ledger.keys.realized_performance, version)]
     drift = [{"partition": m.partition, "drifted": m.metadata.get("drifted"),
               "drifted_share": m.metadata.get("drifted_share"), "drifted_columns": m.metadata.get("drifted_columns"),
               "sha256": m.metadata.get("sha256")}

@@ -22,6 +22,7 @@ from typing import Any
 from ml_assets.audit.ledger import Ledger, Materialization
 from ml_assets.audit.trace import find_prediction, split_id
 from ml_assets.errors import MissingDataError
+from ml_assets.features import compute
 from ml_assets.features.compute import EVENT_ID, PARTITION
 from ml_assets.records import Record
 
@@ -103,9 +104,16 @@ def scored_features(ledger: Ledger, predictions: Materialization, event_id: str)
 
 
 def model_of(ledger: Ledger, version: str, approved_sha256: Any = None):
-    from ml_assets.registry.models import load_version
+    """The version's weights as its training run registered them (and, when given, the sha256 a scoring
+    recorded for them)."""
+    from ml_assets.errors import IntegrityError
+    from ml_assets.training.train import from_safetensors
 
-    return load_version(ledger.registry, ledger.use_case, version, str(approved_sha256) if approved_sha256 else None)
+    trained = ledger.recorded_version(version).metadata["weights_sha256"]
+    if approved_sha256 is not None and approved_sha256 != trained:
+        raise IntegrityError(f"model {version}: the scoring recorded weights {approved_sha256}, its training run "
+                             f"registered {trained}")
+    return from_safetensors(ledger.weights(version))
 
 
 def scoring(s: Subject) -> Scoring:
@@ -118,7 +126,7 @@ def scoring(s: Subject) -> Scoring:
 
 # ---- the network's input space ------------------------------------------------------------------------
 def _inputs(model: Any, frame) -> tuple[Any, Any]:
-    """(numeric [1, d], embedded [1, k, e]) of one row, and the reference input of the same shape."""
+    """(numeric [1, d], embedded [1, k, e]) of one row: the network's input space."""
     numeric, categorical = model.preprocessor.encode(frame)
     net = model.net
     return numeric, net.embedding(categorical + net.offsets).detach()
@@ -172,11 +180,13 @@ def _value(frame, column: str) -> Any:
 
 # ---- the two questions ----------------------------------------------------------------------------------
 def explain(ledger: Ledger, identifier: str) -> Explanation:
+    import torch
+
     s = subject(ledger, identifier)
     x = _inputs(s.model, s.features)
     ref = _reference(s.model, *x)
     contributions, delta = integrated_gradients(s.model, ref, x)
-    with __import__("torch").no_grad():
+    with torch.no_grad():
         p_ref = float(_prob(s.model, *ref)[0])
     attributions = [Attribution(feature=f, value=_value(s.features, f), contribution=c)
                     for f, c in zip(_features_of(s.model), contributions, strict=True)]
@@ -235,9 +245,7 @@ def shadow_probability(ledger: Ledger, version: str, s: Subject) -> float | None
     """The challenger's stored per-event shadow score for this event, if its evaluation recorded one."""
     import polars as pl
 
-    for m in reversed(ledger.all(ledger.keys.model_evaluation)):
-        if m.metadata.get("model_version") != version:
-            continue
+    for m in reversed(ledger.for_version(ledger.keys.model_evaluation, version)):
         doc = _ref(ledger, m)
         shadow = (doc.get("shadow") or {}).get("file")
         if not shadow:
@@ -263,10 +271,11 @@ def same_entity_on(ledger: Ledger, spec: Any, identifier: str, day: str) -> str:
     if not spec.entity_columns:
         raise MissingDataError(f"use case {spec.name!r} declares no entity_columns: `--day` cannot find the same "
                                "entity on another partition; use --vs PREDICTION_ID")
-    _, event_id = split_id(identifier)
-    parts = dict(zip(spec.event_id_columns, event_id.split("|"), strict=False))
-    wanted = "|".join(parts.get(c, "") for c in spec.entity_columns)
-    positions = [spec.event_id_columns.index(c) for c in spec.entity_columns]
+    def entity(event_id: str) -> tuple[str, ...]:
+        parts = compute.event_id_parts(spec, event_id)
+        return tuple(parts[c] for c in spec.entity_columns)
+
+    wanted = entity(split_id(identifier)[1])
     target = spec.partition_range(day, day)[0].isoformat()
     found = [m for m in ledger.all(ledger.keys.predictions) if m.partition == target]
     if not found:
@@ -274,9 +283,10 @@ def same_entity_on(ledger: Ledger, spec: Any, identifier: str, day: str) -> str:
     m = found[-1]
     frame = ledger.lakehouse.read_parquet(str(m.metadata["uri"]), str(m.metadata["sha256"]), what="predictions")
     ids = frame.get_column(EVENT_ID).to_list()
-    matches = [i for i in ids if "|".join(i.split("|")[p] for p in positions) == wanted]
+    matches = [i for i in ids if entity(i) == wanted]
     if not matches:
-        raise MissingDataError(f"no event of {spec.entity_columns} = {wanted!r} was scored on {target}")
+        raise MissingDataError(f"no event with {dict(zip(spec.entity_columns, wanted, strict=True))} was scored on "
+                               f"{target}")
     return str(frame.filter(pl.col(EVENT_ID) == sorted(matches)[0]).get_column("prediction_id")[0])
 
 

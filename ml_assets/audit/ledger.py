@@ -72,6 +72,7 @@ class Ledger:
     registry: Any
     use_case: str
     _by_key: dict[str, list[Materialization]] = field(default_factory=dict)
+    _index: dict[str, dict[int, Materialization]] = field(default_factory=dict)
 
     @cached_property
     def keys(self) -> UseCaseKeys:
@@ -93,7 +94,14 @@ class Ledger:
         return self._by_key[name]
 
     def by_storage_id(self, key: dg.AssetKey, storage_id: int) -> Materialization | None:
-        return next((m for m in self.all(key) if m.storage_id == storage_id), None)
+        name = key.to_user_string()
+        if name not in self._index:
+            self._index[name] = {m.storage_id: m for m in self.all(key)}
+        return self._index[name].get(storage_id)
+
+    def for_version(self, key: dg.AssetKey, version: str) -> list[Materialization]:
+        """Materializations of `key` that recorded `model_version` = `version`, oldest first."""
+        return [m for m in self.all(key) if m.metadata.get("model_version") == version]
 
     def in_run(self, key: dg.AssetKey, run_id: str) -> Materialization | None:
         return next((m for m in reversed(self.all(key)) if m.run_id == run_id), None)
@@ -105,6 +113,33 @@ class Ledger:
     def run_tags(self, run_id: str) -> dict[str, str]:
         run = self.instance.get_run_by_id(run_id)
         return dict(run.tags) if run else {}
+
+    # ---- registry records, verified against what their training run recorded --------------------
+    def recorded_version(self, version: str) -> Materialization:
+        """The candidate_model materialization that registered `version` (its weights' and record's sha256)."""
+        from ml_assets.errors import MissingDataError
+        from ml_assets.records import check_version_id
+
+        found = self.for_version(self.keys.candidate_model, check_version_id(version))
+        if not found:
+            raise MissingDataError(f"{self.use_case}: no candidate_model materialization registered {version}")
+        return found[0]
+
+    def record_bytes(self, version: str) -> bytes:
+        """The version's registry record, verified against the sha256 its training run recorded."""
+        return self.registry.record_bytes(self.use_case, version,
+                                          str(self.recorded_version(version).metadata["record_sha256"]))
+
+    def record(self, version: str) -> Any:
+        from ml_assets.records import VersionRecord, parse_record
+
+        return parse_record(VersionRecord, self.record_bytes(version), self.registry.record_uri(self.use_case, version))
+
+    def weights(self, version: str) -> bytes:
+        """The version's weights, verified against the weights and record sha256 its training run recorded."""
+        m = self.recorded_version(version)
+        return self.registry.artifact_bytes(self.use_case, version, str(m.metadata["weights_sha256"]),
+                                            str(m.metadata["record_sha256"]))
 
     # ---- verification ---------------------------------------------------------------------------
     def verify(self, uri: str | None, sha256: str | None, what: str) -> tuple[bool | None, str]:

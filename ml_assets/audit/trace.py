@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pydantic import computed_field
+
 from ml_assets.audit.ledger import Hop, Ledger, Materialization, sha256_file
 from ml_assets.errors import MissingDataError, PlatformError
 from ml_assets.features.compute import EVENT_ID
 from ml_assets.keys import EVIDENCE_TAG, SENSOR_NAME_TAG, TRIGGER_TAG
-from ml_assets.records import ProductionPointer, Record, TrainingSetRef, VersionRecord
+from ml_assets.records import Record, TrainingSetRef
 
 
 class Trace(Record):
@@ -27,6 +29,7 @@ class Trace(Record):
     probability: float
     hops: list[Hop]
 
+    @computed_field
     @property
     def verified(self) -> bool:
         return all(h.verified is not False for h in self.hops)
@@ -74,19 +77,10 @@ def trace(ledger: Ledger, identifier: str) -> Trace:
                             pointer_sequence=m.metadata.get("pointer_sequence"),
                             weights_sha256=m.metadata.get("weights_sha256"), threshold=m.metadata.get("threshold"))]
     hops += _model_hops(ledger, m, version)
-    record = _record(ledger, version)
-    if record is not None:
-        hops += _training_hops(ledger, record)
+    hops += _training_hops(ledger, version)
     hops += _scored_feature_hops(ledger, m)
     return Trace(prediction_id=str(row["prediction_id"]), event_id=str(row[EVENT_ID]), partition=m.partition or "",
                  model_version=version, probability=float(row["probability"]), hops=hops)
-
-
-def _record(ledger: Ledger, version: str) -> VersionRecord | None:
-    try:
-        return ledger.registry.get(ledger.use_case, version)
-    except PlatformError:
-        return None
 
 
 def _model_hops(ledger: Ledger, scored: Materialization, version: str) -> list[Hop]:
@@ -95,17 +89,17 @@ def _model_hops(ledger: Ledger, scored: Materialization, version: str) -> list[H
     approved = scored.metadata.get("weights_sha256")
     pointers = [p for p in ledger.all(keys.production_model) if p.storage_id < scored.storage_id]
     in_force = pointers[-1] if pointers else None
-    hops = []
-    try:  # the weights, checked against the sha256 the scoring recorded and the record the pointer approved
-        record_sha = (_pointer(ledger, in_force).record_sha256
-                      if in_force is not None and in_force.metadata.get("model_version") == version else None)
-        ledger.registry.artifact_bytes(ledger.use_case, version, str(approved) if approved else None, record_sha)
-        ok, problem = True, ""
+    uri = None
+    try:  # the weights as their training run registered them, and the sha256 the scoring recorded
+        ledger.weights(version)
+        uri = ledger.record(version).artifact_uri
+        trained = ledger.recorded_version(version).metadata["weights_sha256"]
+        ok = trained == approved
+        problem = "" if ok else f"the scoring recorded weights {approved}, the training run registered {trained}"
     except PlatformError as exc:
         ok, problem = False, str(exc)
-    hops.append(Hop(kind="model", title="model weights", ids={"model_version": version},
-                    uri=ledger.registry.get(ledger.use_case, version).artifact_uri if ok else None,
-                    sha256=str(approved) if approved else None, verified=ok, detail=problem))
+    hops = [Hop(kind="model", title="model weights", ids={"model_version": version}, uri=uri,
+                sha256=str(approved) if approved else None, verified=ok, detail=problem)]
     if in_force is None:
         hops.append(Hop(kind="pointer", title="production pointer in force", verified=False,
                         detail="no production_model materialization precedes this scoring"))
@@ -127,14 +121,6 @@ def _model_hops(ledger: Ledger, scored: Materialization, version: str) -> list[H
     return hops
 
 
-def _pointer(ledger: Ledger, change: Materialization) -> ProductionPointer:
-    from ml_assets.records import parse_record
-
-    uri = str(change.metadata["pointer_uri"])
-    data = ledger.lakehouse.read_bytes(uri, str(change.metadata["pointer_sha256"]), what="production pointer")
-    return parse_record(ProductionPointer, data, uri)
-
-
 def _change_hop(ledger: Ledger, change: Materialization) -> Hop:
     tags = ledger.run_tags(change.run_id)
     evidence = tags.get(EVIDENCE_TAG)
@@ -152,8 +138,7 @@ def _decision_hops(ledger: Ledger, version: str, change: Materialization) -> lis
     keys = ledger.keys
     decision = ledger.in_run(keys.promotion_decision, change.run_id)
     if decision is None or decision.metadata.get("model_version") != version:
-        earlier = [d for d in ledger.all(keys.promotion_decision)
-                   if d.metadata.get("model_version") == version and d.storage_id < change.storage_id]
+        earlier = [d for d in ledger.for_version(keys.promotion_decision, version) if d.storage_id < change.storage_id]
         decision = earlier[-1] if earlier else None
     if decision is None:
         return [Hop(kind="decision", title="gate decision", verified=False,
@@ -173,14 +158,23 @@ def _decision_hops(ledger: Ledger, version: str, change: Materialization) -> lis
     return hops
 
 
-def _training_hops(ledger: Ledger, record: VersionRecord) -> list[Hop]:
+def _training_hops(ledger: Ledger, version: str) -> list[Hop]:
+    """The version record (verified against its training run's record), its training set and every
+    partition receipt in it."""
     keys = ledger.keys
+    uri = ledger.registry.record_uri(ledger.use_case, version)
+    try:
+        record = ledger.record(version)
+    except PlatformError as exc:
+        return [Hop(kind="record", title="version record", uri=uri, verified=False, detail=str(exc))]
+    hops = [Hop(kind="record", title="version record", uri=uri, verified=True,
+                sha256=str(ledger.recorded_version(version).metadata["record_sha256"]),
+                ids={"training_run": record.run_id, "code_version": record.code_version})]
     ts: TrainingSetRef = record.training_set
     ok, problem = ledger.verify(ts.uri, ts.sha256, "training set")
-    hops = [Hop(kind="training_set", title="training set", uri=ts.uri, sha256=ts.sha256, verified=ok,
-                detail=problem, ids={"window": f"{ts.train_start}..{ts.train_end}",
-                                     "validation_start": ts.validation_start, "rows": ts.rows,
-                                     "training_run": record.run_id, "code_version": record.code_version})]
+    hops.append(Hop(kind="training_set", title="training set", uri=ts.uri, sha256=ts.sha256, verified=ok,
+                    detail=problem, ids={"window": f"{ts.train_start}..{ts.train_end}",
+                                         "validation_start": ts.validation_start, "rows": ts.rows}))
     for asset, parts in sorted(ts.inputs.items()):
         key = keys.features if asset == keys.features.to_user_string() else keys.labels
         for partition, receipt in sorted(parts.items()):
@@ -234,12 +228,11 @@ def _row_counts(m: Materialization) -> dict[str, Any]:
 
 
 def _quarantine_of(ledger: Ledger, m: Materialization) -> Materialization | None:
-    name = m.key.path[-1]
-    if not name.startswith("raw_") or name.endswith("_quarantine") or m.partition is None:
+    """The quarantine partition written by the same run as a raw partition (None for other assets)."""
+    table = m.key.path[-1].removeprefix("raw_")
+    if m.partition is None or ledger.keys.raw(table) != m.key:
         return None
-    import dagster as dg
-
-    qkey = dg.AssetKey([*m.key.path[:-1], f"{name}_quarantine"])
+    qkey = ledger.keys.quarantine(table)
     return next((q for q in reversed(ledger.all(qkey)) if q.run_id == m.run_id and q.partition == m.partition), None)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ml_assets.audit.ledger import Ledger, Materialization
-from ml_assets.errors import PlatformError
+from ml_assets.errors import MissingDataError, PlatformError
 from ml_assets.records import Record
 
 
@@ -30,68 +30,72 @@ class VersionStatus(Record):
     evaluation_auroc: float | None = None
 
 
-def _pointer_changes(ledger: Ledger) -> list[Materialization]:
-    return ledger.all(ledger.keys.production_model)
-
-
-def _decisions_of(ledger: Ledger, version: str) -> list[Materialization]:
-    return [m for m in ledger.all(ledger.keys.promotion_decision) if m.metadata.get("model_version") == version]
-
-
-def _candidate_of(ledger: Ledger, version: str) -> Materialization | None:
-    found = [m for m in ledger.all(ledger.keys.candidate_model) if m.metadata.get("model_version") == version]
-    return found[0] if found else None
-
-
-def _evaluation_of(ledger: Ledger, version: str) -> Materialization | None:
-    found = [m for m in ledger.all(ledger.keys.model_evaluation) if m.metadata.get("model_version") == version]
+def _latest(found: list[Materialization]) -> Materialization | None:
     return found[-1] if found else None
+
+
+def _status(ledger: Ledger, version: str, serving: str | None) -> str:
+    actions = {m.metadata.get("action") for m in ledger.for_version(ledger.keys.production_model, version)}
+    decision = _latest(ledger.for_version(ledger.keys.promotion_decision, version))
+    if version == serving:
+        return "serving"
+    if "promote" in actions:
+        return "promoted"
+    if "rollback" in actions:
+        return "pinned"
+    if decision is not None and decision.metadata.get("outcome") == "refuse":
+        return "refused"
+    return "pending"
+
+
+def version_status(ledger: Ledger, record: Any, serving: str | None) -> VersionStatus:
+    """One registered version: its status from the history, and whether its bytes still verify."""
+    v = record.version
+    artifact_ok, problem = True, ""
+    try:
+        ledger.registry.artifact_bytes(ledger.use_case, v)
+    except PlatformError as exc:
+        artifact_ok, problem = False, str(exc)
+    record_ok = None
+    try:
+        ledger.record_bytes(v)
+        record_ok = True
+    except MissingDataError:  # registered by no recorded run (e.g. the registry was copied without the instance)
+        pass
+    except PlatformError as exc:
+        record_ok, problem = False, problem or str(exc)
+    ts = record.training_set
+    return VersionStatus(
+        version=v, status=_status(ledger, v, serving), trained=f"{ts.train_start}..{ts.train_end}",
+        registered_at=record.registered_at, run_id=record.run_id, sha256=record.sha256,
+        artifact_verifies=artifact_ok, record_verifies=record_ok, problem=problem,
+        decision=_decision_text(_latest(ledger.for_version(ledger.keys.promotion_decision, v))),
+        evaluation_auroc=promised_auroc(ledger, v))
+
+
+def serving_pointer(ledger: Ledger) -> tuple[Any, str | None]:
+    """(the recorded production pointer or None, the reason it cannot be trusted or None)."""
+    from ml_assets.registry.models import production_pointer
+
+    try:
+        return production_pointer(ledger.instance, ledger.registry, ledger.use_case), None
+    except PlatformError as exc:
+        return None, str(exc)
 
 
 def version_statuses(ledger: Ledger) -> tuple[list[VersionStatus], dict[str, str]]:
     """Every registered version with its status and verification flags; malformed records by file."""
-    from ml_assets.registry.models import production_pointer
-
     records, problems = ledger.registry.scan(ledger.use_case)
-    try:
-        serving = production_pointer(ledger.instance, ledger.registry, ledger.use_case)
-    except PlatformError as exc:
-        serving, problems = None, {**problems, "production pointer": str(exc)}
-    changes = _pointer_changes(ledger)
-    out = []
-    for record in records:
-        v = record.version
-        actions = {m.metadata.get("action") for m in changes if m.metadata.get("model_version") == v}
-        decisions = _decisions_of(ledger, v)
-        last = decisions[-1] if decisions else None
-        if serving is not None and serving.version == v:
-            status = "serving"
-        elif "promote" in actions:
-            status = "promoted"
-        elif "rollback" in actions:
-            status = "pinned"
-        elif last is not None and last.metadata.get("outcome") == "refuse":
-            status = "refused"
-        else:
-            status = "pending"
-        artifact_ok, problem = True, ""
-        try:
-            ledger.registry.artifact_bytes(ledger.use_case, v)
-        except PlatformError as exc:
-            artifact_ok, problem = False, str(exc)
-        candidate = _candidate_of(ledger, v)
-        record_ok = None
-        if candidate is not None and candidate.metadata.get("record_sha256"):
-            record_ok, why = ledger.verify(ledger.registry.record_uri(ledger.use_case, v),
-                                           str(candidate.metadata["record_sha256"]), f"registry record {v}")
-            problem = problem or why
-        evaluation = _evaluation_of(ledger, v)
-        out.append(VersionStatus(
-            version=v, status=status, trained=f"{record.training_set.train_start}..{record.training_set.train_end}",
-            registered_at=record.registered_at, run_id=record.run_id, sha256=record.sha256,
-            artifact_verifies=artifact_ok, record_verifies=record_ok, problem=problem,
-            decision=_decision_text(last), evaluation_auroc=_number(evaluation, "challenger_auroc")))
-    return out, problems
+    pointer, untrusted = serving_pointer(ledger)
+    if untrusted:
+        problems = {**problems, "production pointer": untrusted}
+    serving = pointer.version if pointer else None
+    return [version_status(ledger, r, serving) for r in records], problems
+
+
+def promised_auroc(ledger: Ledger, version: str) -> float | None:
+    """The AUROC the version reached in its newest evaluation: what the gate judged it on."""
+    return _number(_latest(ledger.for_version(ledger.keys.model_evaluation, version)), "challenger_auroc")
 
 
 def _number(m: Materialization | None, key: str) -> float | None:
@@ -127,27 +131,26 @@ def render_versions(rows: list[VersionStatus], problems: dict[str, str]) -> str:
 # ---- status -----------------------------------------------------------------------------------------------
 def status(ledger: Ledger, spec: Any) -> dict[str, Any]:
     """What serves, since when and why; its age in data time; the last decision; drift and health."""
-    from ml_assets.registry.models import production_pointer
+    from datetime import date
+
+    from sensors.policy import model_age
 
     keys = ledger.keys
     out: dict[str, Any] = {"use_case": ledger.use_case}
-    try:
-        pointer = production_pointer(ledger.instance, ledger.registry, ledger.use_case)
-    except PlatformError as exc:
-        out["serving"] = {"error": str(exc)}
-        pointer = None
+    pointer, untrusted = serving_pointer(ledger)
+    if untrusted:
+        out["serving"] = {"error": untrusted}
     scored = sorted({m.partition for m in ledger.all(keys.predictions) if m.partition})
     out["latest_scored_partition"] = scored[-1] if scored else None
     if pointer is not None:
         record = ledger.registry.get(ledger.use_case, pointer.version, pointer.record_sha256)
-        age = (len(spec.partition_range(record.training_set.train_end, scored[-1])) - 1
-               if scored and scored[-1] >= record.training_set.train_end else 0)
-        evaluation = _evaluation_of(ledger, pointer.version)
+        trained_to = date.fromisoformat(record.training_set.train_end)
+        age = model_age(spec, date.fromisoformat(scored[-1]), trained_to) if scored else 0
         out["serving"] = {"version": pointer.version, "since": pointer.since, "action": pointer.action,
                           "actor": pointer.actor, "reason": pointer.reason, "pointer_sequence": pointer.sequence,
                           "trained": f"{record.training_set.train_start}..{record.training_set.train_end}",
                           "age_partitions": age, "max_age_partitions": int(spec.monitoring.max_model_age),
-                          "promised_auroc": _number(evaluation, "challenger_auroc")}
+                          "promised_auroc": promised_auroc(ledger, pointer.version)}
     decision = ledger.latest(keys.promotion_decision)
     if decision is not None:
         out["last_decision"] = {"version": decision.metadata.get("model_version"), "run_id": decision.run_id,
@@ -211,12 +214,12 @@ def show(ledger: Ledger, version: str) -> dict[str, Any]:
     from ml_assets.records import check_version_id
 
     check_version_id(version)
-    record = ledger.registry.get(ledger.use_case, version)
-    rows, _ = version_statuses(ledger)
-    row = next((r for r in rows if r.version == version), None)
+    record = ledger.record(version)
+    pointer, _ = serving_pointer(ledger)
+    row = version_status(ledger, record, pointer.version if pointer else None)
     out: dict[str, Any] = {"record": record.model_dump(mode="json", exclude={"training_curve"}),
-                           "status": row.model_dump(mode="json") if row else None}
-    decisions = _decisions_of(ledger, version)
+                           "status": row.model_dump(mode="json")}
+    decisions = ledger.for_version(ledger.keys.promotion_decision, version)
     if decisions:
         d = decisions[-1]
         ok, problem = ledger.verify(str(d.metadata.get("model_card_uri")), str(d.metadata.get("model_card_sha256")),
@@ -228,7 +231,7 @@ def show(ledger: Ledger, version: str) -> dict[str, Any]:
         out["model_card"] = (ledger.lakehouse.read_bytes(str(d.metadata["model_card_uri"]),
                                                          str(d.metadata["model_card_sha256"])).decode()
                              if ok else None)
-    evaluation = _evaluation_of(ledger, version)
+    evaluation = _latest(ledger.for_version(ledger.keys.model_evaluation, version))
     if evaluation is not None:
         out["evaluation"] = {k: evaluation.metadata.get(k) for k in (
             "window", "reference", "challenger_auroc", "champion_auroc", "baseline_auroc", "auroc_difference",
@@ -236,7 +239,7 @@ def show(ledger: Ledger, version: str) -> dict[str, Any]:
     out["pointer_history"] = [
         {"sequence": m.metadata.get("sequence"), "action": m.metadata.get("action"), "actor": m.metadata.get("actor"),
          "reason": m.metadata.get("reason"), "run_id": m.run_id}
-        for m in _pointer_changes(ledger) if m.metadata.get("model_version") == version]
+        for m in ledger.for_version(ledger.keys.production_model, version)]
     ts = record.training_set
     out["lineage"] = {"training_run": record.run_id, "code_version": record.code_version,
                       "training_set": {"uri": ts.uri, "sha256": ts.sha256, "window": f"{ts.train_start}.."

@@ -34,6 +34,14 @@ def event_id_sql(spec: UseCaseSpec, alias: str = "e") -> str:
     return "concat_ws('|', " + ", ".join(f"{alias}.{c}" for c in spec.event_id_columns) + ")"
 
 
+def event_id_parts(spec: UseCaseSpec, event_id: str) -> dict[str, str]:
+    """Column -> value of an event id made by `event_id_sql` (a value holding '|' cannot be split back)."""
+    values = event_id.split("|")
+    if len(values) != len(spec.event_id_columns):
+        raise ValueError(f"{event_id!r} is not an event id of {spec.name!r} ({'|'.join(spec.event_id_columns)})")
+    return dict(zip(spec.event_id_columns, values, strict=True))
+
+
 def labels_sql(spec: UseCaseSpec) -> str:
     """Outcome per event (only where it is defined), plus the columns rolling rates group by."""
     groups = "".join(f", e.{c}" for c in spec.label.group_columns)
