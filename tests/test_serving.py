@@ -140,7 +140,15 @@ def _sample(text: str, series: str) -> float:
 
 @pytest.mark.integration
 def test_health_readiness_and_metrics(served, materialized, spec):
-    client, app, _ = served
+    client, app, events = served
+    def count(kind: str) -> float:
+        return _sample(client.get("/metrics").text,
+                            f'mlp_serving_request_duration_seconds_count{{kind="{kind}",use_case="flight_delay"}}')
+
+    before = count("batch")
+    spaced = '{ "events" : ' + json.dumps(event_dicts(events.head(20), spec)) + "}"  # any JSON layout is a batch
+    assert client.post(URL, content=spaced, headers={"content-type": "application/json"}).status_code == 200
+    assert count("batch") == before + 1
     assert client.get("/healthz").text == "ok"
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["ready"]
@@ -159,7 +167,22 @@ def test_health_readiness_and_metrics(served, materialized, spec):
     ptext = client.get("/metrics/platform").text
     assert 'mlp_platform_state_up{use_case="flight_delay"} 1.0' in ptext
     assert "mlp_platform_champion_age_partitions{" in ptext and "mlp_platform_promised_auroc{" in ptext
+    # The values are the records': the serving version's evaluation AUROC, its age from its training window.
+    evaluation = materialized.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=UseCaseKeys(spec.name).model_evaluation), limit=1,
+        ascending=False).records[0].asset_materialization.metadata
+    assert evaluation["model_version"].value == snapshot.version
+    promised = evaluation["challenger_auroc"].value
+    assert (f'mlp_platform_promised_auroc{{use_case="flight_delay",version="{snapshot.version}"}} '
+            f"{promised}") in ptext
+    scored = max(materialized.instance.get_materialized_partitions(UseCaseKeys(spec.name).predictions))
+    age = len(spec.partition_range(pointer_train_end(materialized, spec, snapshot.version), scored)) - 1
+    assert f'mlp_platform_champion_age_partitions{{use_case="flight_delay"}} {float(age)}' in ptext
     assert 'mlp_platform_newest_partition_timestamp_seconds{asset="predictions",use_case="flight_delay"}' in ptext
+
+
+def pointer_train_end(materialized, spec, version: str) -> str:
+    return materialized.resources["model_registry"].get(spec.name, version).training_set.train_end
 
 
 @pytest.mark.integration

@@ -3,6 +3,7 @@
 
 import os
 import tempfile
+from datetime import date
 
 import dagster as dg
 
@@ -83,15 +84,32 @@ def _labels(spec: UseCaseSpec) -> dg.AssetsDefinition:
     return labels
 
 
-def _features(spec: UseCaseSpec) -> dg.AssetsDefinition:
+def lookup_tables(spec: UseCaseSpec) -> list[str]:
+    return sorted({lk.table for lk in spec.features.lookups})
+
+
+def label_window(spec: UseCaseSpec, partition: date) -> list[str]:
+    """The label partitions the features of `partition` may read (point in time: `label.delay` before)."""
+    start_offset, end_offset = spec.label_history_offsets
+    return [spec.shift(partition, i).isoformat() for i in range(start_offset, end_offset + 1)]
+
+
+def history_deps(spec: UseCaseSpec) -> list[dg.AssetDep]:
+    """What the feature query's history reads besides the events: lookup tables, and the trailing label
+    partitions (a partition mapping, so the lineage shows exactly which ones)."""
     keys = UseCaseKeys(spec.name)
     start_offset, end_offset = spec.label_history_offsets
-    lookup_tables = sorted({lk.table for lk in spec.features.lookups})
-    deps = [dg.AssetDep(keys.raw(spec.events_table))]
-    deps += [dg.AssetDep(keys.raw(t)) for t in lookup_tables]
+    deps = [dg.AssetDep(keys.raw(t)) for t in lookup_tables(spec)]
     if spec.features.rolling_rates:
         deps.append(dg.AssetDep(keys.labels, partition_mapping=dg.TimeWindowPartitionMapping(
             start_offset=start_offset, end_offset=end_offset, allow_nonexistent_upstream_partitions=True)))
+    return deps
+
+
+def _features(spec: UseCaseSpec) -> dg.AssetsDefinition:
+    keys = UseCaseKeys(spec.name)
+    lookups = lookup_tables(spec)
+    deps = [dg.AssetDep(keys.raw(spec.events_table)), *history_deps(spec)]
 
     @dg.asset(
         key=keys.features,
@@ -120,7 +138,7 @@ def _features(spec: UseCaseSpec) -> dg.AssetsDefinition:
         events, event_receipts = tables.read_partitions(context, lakehouse, spec, events_key, partitions)
         inputs = [tables.receipts_for(same, events_key.to_user_string(), event_receipts)]
         relations: dict[str, object] = {"events": events}
-        for table in lookup_tables:
+        for table in lookups:
             key = keys.raw(table)
             if spec.source(table).partitioned:
                 relations[table], got = tables.read_partitions(context, lakehouse, spec, key, partitions)
@@ -128,11 +146,10 @@ def _features(spec: UseCaseSpec) -> dg.AssetsDefinition:
             else:
                 relations[table], receipt = tables.read_unpartitioned(context, lakehouse, key)
                 inputs.append({p: {key.to_user_string(): {"": receipt.storage_id}} for p in pkeys})
-        history_of = {p.isoformat(): [spec.shift(p, i).isoformat() for i in range(start_offset, end_offset + 1)]
-                      for p in partitions}
+        history_of = {p.isoformat(): label_window(spec, p) for p in partitions}
         labels = pl.DataFrame()
         if spec.features.rolling_rates:
-            first, last = spec.shift(partitions[0], start_offset), spec.shift(partitions[-1], end_offset)
+            first, last = label_window(spec, partitions[0])[0], label_window(spec, partitions[-1])[-1]
             labels, label_receipts = tables.read_partitions(context, lakehouse, spec, keys.labels,
                                                             spec.partition_range(first, last))
             inputs.append(tables.receipts_for(history_of, keys.labels.to_user_string(), label_receipts))

@@ -194,14 +194,16 @@ class Service:
         return True, f"serving {snapshot.version} (pointer {snapshot.pointer.sequence}); states {self.states.loaded()}"
 
     # ---- the request path ---------------------------------------------------------------------------
-    async def predict(self, body: bytes, request_id: str) -> tuple[int, dict[str, Any]]:
-        name = self.spec.name
+    async def predict(self, body: bytes, request_id: str) -> tuple[int, dict[str, Any], str]:
+        """(HTTP status, response document, request kind: single | batch | unparsed)."""
+        name, kind = self.spec.name, "unparsed"
         try:
             try:
                 payload = json.loads(body)
             except (ValueError, UnicodeDecodeError) as exc:
                 raise RequestError(400, "malformed_json", f"the body is not JSON: {exc}") from None
-            rows, _ = parse_events(self.spec.events, payload, self.config.max_batch)
+            rows, batch = parse_events(self.spec.events, payload, self.config.max_batch)
+            kind = "batch" if batch else "single"
             if self._queued_events + len(rows) > self.config.max_queue_events:
                 raise RequestError(503, "overloaded", f"{self._queued_events} events are waiting to be scored")
             pending = _Pending(rows, request_id, asyncio.get_running_loop().create_future())
@@ -216,14 +218,14 @@ class Service:
             assert pending.result is not None
         except RequestError as exc:
             self.metrics.errors.labels(name, exc.reason).inc()
-            return exc.status, {"request_id": request_id, **exc.body()}
+            return exc.status, {"request_id": request_id, **exc.body()}, kind
         result = pending.result
         self.metrics.batch_size.labels(name).observe(len(rows))
         for column, count in pending.oov.items():
             self.metrics.oov.labels(name, column).inc(count)
         for p in result["predictions"]:
             self.metrics.predictions.labels(name, p["model_version"], "positive" if p["decision"] else "negative").inc()
-        return 200, result
+        return 200, result, kind
 
     def _ensure_batcher(self) -> asyncio.Queue:
         if self._queue is None:
@@ -384,14 +386,13 @@ def create_app(spec: UseCaseSpec, instance: Any, lakehouse: Any, registry: Any, 
         start_t = time.perf_counter()
         request_id = (request.headers.get("x-request-id") or uuid.uuid4().hex)[:64]
         body = await request.body()
-        status, doc = await service.predict(body, request_id)
+        status, doc, kind = await service.predict(body, request_id)
         headers = {"x-request-id": request_id}
         if status == 200:
             headers["x-model-version"] = doc["model_version"]
         response = Response(json.dumps(doc, separators=(",", ":")), status_code=status,
                             media_type="application/json", headers=headers)
         service.metrics.requests.labels(spec.name, str(status)).inc()
-        kind = "batch" if body.lstrip().startswith(b'{"events"') else "single"
         service.metrics.latency.labels(spec.name, kind).observe(time.perf_counter() - start_t)
         return response
 

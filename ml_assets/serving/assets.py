@@ -7,6 +7,7 @@ import dagster as dg
 from ml_assets import tables
 from ml_assets.errors import fatal_errors
 from ml_assets.features import compute
+from ml_assets.features.assets import history_deps, label_window, lookup_tables
 from ml_assets.keys import UseCaseKeys
 from ml_assets.policies import TRANSIENT_RETRY, asset_defaults, code_version, partitions_def
 from ml_assets.spec import UseCaseSpec
@@ -21,12 +22,8 @@ def build_serving_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
 
 def _serving_state(spec: UseCaseSpec) -> dg.AssetsDefinition:
     keys = UseCaseKeys(spec.name)
-    start_offset, end_offset = spec.label_history_offsets
-    lookup_tables = sorted({lk.table for lk in spec.features.lookups})
-    deps = [dg.AssetDep(keys.raw(t)) for t in lookup_tables]
-    if spec.features.rolling_rates:
-        deps.append(dg.AssetDep(keys.labels, partition_mapping=dg.TimeWindowPartitionMapping(
-            start_offset=start_offset, end_offset=end_offset, allow_nonexistent_upstream_partitions=True)))
+    tables_looked_up = lookup_tables(spec)
+    deps = history_deps(spec)
 
     @dg.asset(
         key=keys.serving_state,
@@ -54,14 +51,14 @@ def _serving_state(spec: UseCaseSpec) -> dg.AssetsDefinition:
 
         partitions = tables.partition_keys(context)
         dims, dim_inputs = {}, {}
-        for table in lookup_tables:
+        for table in tables_looked_up:
             if not spec.source(table).partitioned:
                 key = keys.raw(table)
                 dims[table], receipt = tables.read_unpartitioned(context, lakehouse, key)
                 dim_inputs[key.to_user_string()] = {"": receipt.storage_id}
         labels, label_receipts = pl.DataFrame(), {}
         if spec.features.rolling_rates:
-            first, last = spec.shift(partitions[0], start_offset), spec.shift(partitions[-1], end_offset)
+            first, last = label_window(spec, partitions[0])[0], label_window(spec, partitions[-1])[-1]
             labels, label_receipts = tables.read_partitions(context, lakehouse, spec, keys.labels,
                                                             spec.partition_range(first, last))
         shas = {}
@@ -69,7 +66,7 @@ def _serving_state(spec: UseCaseSpec) -> dg.AssetsDefinition:
             pkey = p.isoformat()
             inputs: dict[str, dict[str, int]] = dict(dim_inputs)
             lookups, missing = dict(dims), []
-            for table in lookup_tables:
+            for table in tables_looked_up:
                 if spec.source(table).partitioned:
                     key = keys.raw(table)
                     frame, got = tables.read_partitions(context, lakehouse, spec, key, [p], missing_ok=True)
@@ -79,7 +76,7 @@ def _serving_state(spec: UseCaseSpec) -> dg.AssetsDefinition:
                     else:
                         inputs[key.to_user_string()] = {pkey: got[pkey].storage_id}
                     lookups[table] = frame
-            window = [spec.shift(p, i).isoformat() for i in range(start_offset, end_offset + 1)]
+            window = label_window(spec, p)
             part_labels = labels
             if spec.features.rolling_rates and labels.height:
                 part_labels = labels.filter(pl.col(compute.PARTITION).cast(pl.String).is_in(window))

@@ -191,7 +191,8 @@ class PlatformCollector:
                 out.append(("mlp_platform_last_materialization_timestamp_seconds", (name, asset), record.timestamp))
         pointer = production_pointer(self.instance, self.registry, name)
         if pointer is not None and "predictions" in newest:
-            trained_to = date.fromisoformat(self.registry.get(name, pointer.version).training_set.train_end)
+            record = self.registry.get(name, pointer.version, pointer.record_sha256)  # the record it approved
+            trained_to = date.fromisoformat(record.training_set.train_end)
             out.append(("mlp_platform_champion_age_partitions", (name,),
                         float(model_age(spec, date.fromisoformat(newest["predictions"]), trained_to))))
         if "drift_report" in newest:
@@ -205,24 +206,16 @@ class PlatformCollector:
                 out.append(("mlp_platform_realized_auroc", (name, str(meta["model_version"].value),
                                                            newest["realized_performance"]), float(meta["auroc"].value)))
         if pointer is not None:
-            promised = self._promised(keys, pointer.version)
+            from ml_assets.audit.ledger import Ledger
+            from ml_assets.audit.views import promised_auroc
+
+            promised = promised_auroc(Ledger(self.instance, self.lakehouse, self.registry, name), pointer.version)
             if promised is not None:
                 out.append(("mlp_platform_promised_auroc", (name, pointer.version), promised))
         if "predictions" in newest:
             out += self._estimated(spec, keys, newest["predictions"])
         out += self._checks(name)
         return out
-
-    def _promised(self, keys: Any, version: str) -> float | None:
-        import dagster as dg
-
-        result = self.instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=keys.model_evaluation),
-                                                      limit=200, ascending=False)
-        for record in result.records:
-            meta = record.asset_materialization.metadata
-            if "model_version" in meta and meta["model_version"].value == version and "challenger_auroc" in meta:
-                return float(meta["challenger_auroc"].value)
-        return None
 
     def _estimated(self, spec: Any, keys: Any, partition: str) -> list[tuple[str, tuple[str, ...], float]]:
         from ml_assets import lineage
