@@ -140,7 +140,8 @@ def history(tmp_path_factory, spec):
                         spec.name)
         first_version, second_version = [r.version for r in ledger.registry.versions(spec.name)]
         assert platform.rollback(spec, second_version, "audit test: pin the newer model", "auditor").success
-        assert platform.score(spec, "2013-02-08", "2013-02-10").success
+        # The whole daily loop (score, drift, realized performance) on three days served by the pinned version.
+        assert platform.daily(spec, "2013-02-08", "2013-02-10").success
         yield ledger, first_version, second_version
 
 
@@ -220,6 +221,14 @@ def test_versions_status_and_show_tell_the_recorded_history(history, spec):
     assert s["serving"]["actor"] == "auditor" and s["latest_scored_partition"] == "2013-02-10"
     assert s["serving"]["age_partitions"] == len(spec.partition_range("2013-02-04", "2013-02-10")) - 1
     assert s["last_decision"]["version"] == second and s["last_decision"]["outcome"] == "refuse"
+    realized = {m.partition: m.metadata["auroc"] for m in ledger.all(ledger.keys.realized_performance)
+                if m.metadata.get("model_version") == second}
+    assert sorted(realized) == ["2013-02-08", "2013-02-09", "2013-02-10"]
+    assert s["health"]["realized_auroc"] == pytest.approx(sum(realized.values()) / 3)
+    assert s["health"]["window"] == "2013-02-08..2013-02-10"
+    drift = ledger.latest(ledger.keys.drift_report)
+    assert s["drift"]["partition"] == drift.partition == "2013-02-10"
+    assert s["drift"]["drifted_share"] == drift.metadata["drifted_share"]
     shown = show(ledger, second)
     assert shown["decision"]["outcome"] == "refuse" and shown["decision"]["model_card_verifies"]
     assert second in shown["model_card"]
@@ -253,7 +262,7 @@ def test_versions_flags_a_record_whose_artifact_no_longer_verifies(history, spec
         bad = {r.version: r for r in rows}[first]
         assert bad.record_verifies is False and "RECORD EDITED" in render_versions(rows, {})
     finally:
-        with open(artifact, "wb") as handle:
+        with open(record_uri, "wb") as handle:
             handle.write(original)
 
 
@@ -293,6 +302,12 @@ def test_the_audit_bundle_verifies_and_any_changed_byte_fails_it(history, tmp_pa
         assert verify_bundle(out) == []
         manifest = json.loads((out / "training_set_manifest.json").read_text())
         assert all(r["verified_at_bundling"] for parts in manifest["inputs"].values() for r in parts.values())
+    monitoring = json.loads((tmp_path / second / "monitoring.json").read_text())
+    assert [r["partition"] for r in monitoring["realized_performance"]] == ["2013-02-08", "2013-02-09", "2013-02-10"]
+    assert {d["partition"] for d in monitoring["drift"]} == {"2013-02-08", "2013-02-09", "2013-02-10"}
+    scored = json.loads((tmp_path / second / "predictions.json").read_text())
+    assert [p["partition"] for p in scored] == ["2013-02-08", "2013-02-09", "2013-02-10"]
+    assert all(disk_sha256(p["uri"]) == p["sha256"] for p in scored)
     pointers = json.loads((tmp_path / second / "pointer_history.json").read_text())
     assert [p["action"] for p in pointers] == ["rollback"] and pointers[0]["actor"] == "auditor"
     # One byte, anywhere: every file once (manifest included), then random positions.
@@ -364,3 +379,25 @@ def test_lineage_export_is_valid_openlineage_with_verifiable_partitions(history,
     broken = {**events[0], "eventTime": "yesterday-ish"}
     broken_run = {**broken, "run": {"runId": "not-a-uuid"}}
     assert list(core.iter_errors(broken_run))
+
+
+def test_run_links_and_the_card_plot_are_the_records_they_name(materialized, spec):
+    import base64
+    import re
+
+    ledger = ledger_of(materialized, spec)
+    keys = ledger.keys
+    change = ledger.latest(keys.production_model)
+    candidate = ledger.latest(keys.candidate_model)
+    for scored in ledger.all(keys.predictions):  # the run that put the scoring model in production
+        assert scored.metadata["model_put_in_production_by_run"] == change.run_id
+    decision = ledger.latest(keys.promotion_decision)
+    assert decision.metadata["trained_by_run"] == candidate.run_id
+    assert change.metadata["trained_by_run"] == candidate.run_id
+    assert change.metadata["decided_by"] == keys.promotion_decision
+    # The card embeds exactly the plot the evaluation recorded.
+    with open(str(decision.metadata["model_card_uri"]), "rb") as handle:
+        card = handle.read().decode()
+    embedded = re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)\)", card).group(1)
+    plot_sha = ledger.latest(keys.model_evaluation).metadata["plot_sha256"]
+    assert hashlib.sha256(base64.b64decode(embedded)).hexdigest() == plot_sha

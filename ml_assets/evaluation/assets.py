@@ -2,7 +2,6 @@
 overall, per slice and per protected group, with paired confidence intervals; a report and a plot.
 The decision itself is the registry's (`promotion_decision`)."""
 
-import base64
 from typing import Any
 
 import dagster as dg
@@ -50,7 +49,7 @@ def build_evaluation_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
             return _evaluate(context, config, candidate_model, lakehouse, model_registry)
 
     def _evaluate(context, config, candidate, lakehouse, registry) -> dg.MaterializeResult:
-        from ml_assets.evaluation.plots import roc_and_reliability_png
+        from ml_assets.evaluation.plots import png_markdown, roc_and_reliability_png
         from ml_assets.evaluation.report import Scored, baseline_scores, evaluate, render_report
         from ml_assets.registry.shadow import shadow_scores
 
@@ -81,7 +80,7 @@ def build_evaluation_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
                                       torch.tensor(frame.get_column(compute.LABEL).cast(float).to_numpy()),
                                       spec.evaluation.calibration_bins)
         plot = lakehouse.write_bytes(f"{folder}/roc_reliability.png", png)
-        image = f"![ROC and reliability](data:image/png;base64,{base64.b64encode(png).decode()})"
+        image = png_markdown(png)
         report_md = render_report(spec, evaluation, version, plot_markdown=image)
         report = lakehouse.write_bytes(f"{folder}/report.md", report_md.encode())
         shadow = shadow_scores(context, spec, lakehouse, challenger, version, folder)

@@ -43,3 +43,11 @@ def roc_and_reliability_png(curves: dict[str, torch.Tensor], y: torch.Tensor, bi
     fig.savefig(buffer, format="png", metadata={"Software": None})
     plt.close(fig)
     return buffer.getvalue()
+
+
+def png_markdown(png: bytes, alt: str = "ROC and reliability") -> str:
+    """A PNG embedded in Markdown as a data URI: the report and the model card are self-contained, and
+    the Dagster UI renders the image instead of a file path."""
+    import base64
+
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"

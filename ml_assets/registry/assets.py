@@ -114,15 +114,13 @@ def _promotion_decision(spec: UseCaseSpec) -> dg.AssetsDefinition:
 
 
 def _plot_markdown(registry: ModelRegistryResource, evaluation: dict[str, Any]) -> str:
-    """The evaluation's ROC/reliability plot (sha256-verified) embedded in the card, so the card is
-    self-contained and the UI shows the image, not a path."""
-    import base64
+    """The evaluation's ROC/reliability plot (sha256-verified) embedded in the card."""
+    from ml_assets.evaluation.plots import png_markdown
 
     plot = (evaluation.get("files") or {}).get("plot")
     if not plot:
         return ""
-    png = registry.lakehouse.read_bytes(plot["uri"], plot["sha256"], what="evaluation plot")
-    return f"![ROC and reliability](data:image/png;base64,{base64.b64encode(png).decode()})"
+    return png_markdown(registry.lakehouse.read_bytes(plot["uri"], plot["sha256"], what="evaluation plot"))
 
 
 def _production_model(spec: UseCaseSpec) -> dg.AssetsDefinition:
