@@ -283,6 +283,18 @@ class MonitoringSpec(Section):
     retrain_window: Span = Field(120, description="A retrain uses the latest partitions whose labels are known ...")
     retrain_eval: Span = Field(7, description="... of which the last are held out for evaluation.")
     quantile_bins: int = 10
+    performance_margin: float = Field(0.05, ge=0, description="A partition is below promise when its AUROC's "
+                                      "one-sided upper confidence bound is more than this below the serving "
+                                      "version's evaluation AUROC.")
+    performance_confidence: float = Field(0.90, gt=0.5, lt=1, description="Level of that one-sided bound "
+                                          "(DeLong standard error of the partition's AUROC; Bonferroni over the "
+                                          "overall and `evaluation.slices` scopes judged).")
+    performance_warn_partitions: int = Field(3, ge=1, description="Partitions below promise in a row (same "
+                                             "version and scope: overall or one slice value) before the check "
+                                             "warns and a retrain is requested.")
+    performance_error_partitions: int = Field(6, ge=1, description="... before the check errors.")
+    performance_use_estimate: bool = Field(False, description="Partitions whose labels are not known yet in data "
+                                           "time count with their estimated (CBPE) AUROC; false: realized only.")
 
 
 class UseCaseSpec(Section):
