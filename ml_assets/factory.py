@@ -9,6 +9,7 @@ from ml_assets.evaluation.assets import build_evaluation_assets
 from ml_assets.features.assets import build_feature_assets
 from ml_assets.keys import USE_CASE_TAG, UseCaseJobs, UseCaseKeys
 from ml_assets.monitoring.assets import build_monitoring_assets
+from ml_assets.monitoring.health_assets import build_health_assets
 from ml_assets.predictions.assets import build_prediction_assets
 from ml_assets.profiles.assets import build_profile_assets
 from ml_assets.raw.assets import build_raw_assets
@@ -28,6 +29,7 @@ def build_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         *build_registry_assets(spec),
         *build_prediction_assets(spec),
         *build_monitoring_assets(spec),
+        *build_health_assets(spec),
         *build_serving_assets(spec),
     ]
 
@@ -47,9 +49,9 @@ def build_jobs(spec: UseCaseSpec) -> list[dg.UnresolvedAssetJobDefinition]:
         job(names.ingest, [*dims, *raw, keys.labels, keys.features, keys.feature_profiles],
             "Refresh dimensions, land raw partitions, then labels, features and profiles."),
         job(names.daily, [*raw, keys.labels, keys.features, keys.feature_profiles, keys.predictions,
-                          keys.drift_report, keys.realized_performance],
-            "One partition's whole loop: land, features, profiles, score with the champion, drift and realized "
-            "performance. Requested by the new-data sensor."),
+                          keys.drift_report, keys.realized_performance, keys.model_health],
+            "One partition's whole loop: land, features, profiles, score with the champion, drift, realized "
+            "performance and model health. Requested by the new-data sensor."),
         job(names.train, [keys.training_set, keys.candidate_model, keys.model_evaluation, keys.promotion_decision,
                           keys.production_model],
             "Train a challenger, evaluate it against the champion, decide, and promote it only if the gate passes "

@@ -94,13 +94,11 @@ def version_statuses(ledger: Ledger) -> tuple[list[VersionStatus], dict[str, str
 
 
 def promised_auroc(ledger: Ledger, version: str) -> float | None:
-    """The AUROC the version reached in its newest evaluation: what the gate judged it on."""
-    return _number(_latest(ledger.for_version(ledger.keys.model_evaluation, version)), "challenger_auroc")
+    """The AUROC the version reached in its newest evaluation: what the gate judged it on (the same
+    promise `model_health` holds the served predictions to)."""
+    from ml_assets.monitoring.health_assets import promise
 
-
-def _number(m: Materialization | None, key: str) -> float | None:
-    value = m.metadata.get(key) if m else None
-    return float(value) if isinstance(value, int | float) else None
+    return (promise(ledger, version) or {}).get("auroc")
 
 
 def _decision_text(m: Materialization | None) -> str | None:
