@@ -9,6 +9,7 @@ from ml_assets.evaluation.assets import build_evaluation_assets
 from ml_assets.features.assets import build_feature_assets
 from ml_assets.keys import USE_CASE_TAG, UseCaseJobs, UseCaseKeys
 from ml_assets.monitoring.assets import build_monitoring_assets
+from ml_assets.monitoring.backtest_assets import build_backtest_assets
 from ml_assets.monitoring.health_assets import build_health_assets
 from ml_assets.predictions.assets import build_prediction_assets
 from ml_assets.profiles.assets import build_profile_assets
@@ -29,6 +30,7 @@ def build_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         *build_registry_assets(spec),
         *build_prediction_assets(spec),
         *build_monitoring_assets(spec),
+        *build_backtest_assets(spec),
         *build_health_assets(spec),
         *build_serving_assets(spec),
     ]
@@ -62,6 +64,8 @@ def build_jobs(spec: UseCaseSpec) -> list[dg.UnresolvedAssetJobDefinition]:
             **{"ml/action": "rollback"}),
         job(names.reproduce, [keys.model_reproducibility],
             "Retrain registered versions from their recorded inputs and compare weight hashes."),
+        job(names.backtest, [keys.policy_backtest],
+            "The closed loop as it ran against frozen, blind periodic and hindsight policies, month by month."),
         job(names.serving, [keys.serving_state, keys.online_predictions],
             "Online scoring's data: the history state the service loads for the selected partitions, and the "
             "online predictions it logged for them."),

@@ -46,6 +46,7 @@ class UseCaseKeys:
     drift_report = property(lambda self: self._key("drift_report"))
     realized_performance = property(lambda self: self._key("realized_performance"))
     model_health = property(lambda self: self._key("model_health"))
+    policy_backtest = property(lambda self: self._key("policy_backtest"))  # the loop vs counterfactual policies
     serving_state = property(lambda self: self._key("serving_state"))  # history state of online scoring
     online_predictions = property(lambda self: self._key("online_predictions"))
 
@@ -61,6 +62,7 @@ class UseCaseJobs:
     rollback = property(lambda self: f"{self.name}__rollback")
     reproduce = property(lambda self: f"{self.name}__reproduce")
     serving = property(lambda self: f"{self.name}__serving")  # serving state + landed online predictions
+    backtest = property(lambda self: f"{self.name}__backtest")
 
 
 def op_name(key: dg.AssetKey) -> str:

@@ -51,3 +51,25 @@ def png_markdown(png: bytes, alt: str = "ROC and reliability") -> str:
     import base64
 
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+def policy_backtest_png(rows: list[dict], policies: tuple[str, ...]) -> bytes:
+    """Monthly realized AUROC of each policy as one line per policy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 4.2), dpi=90)
+    months = [r["month"] for r in rows]
+    for policy in policies:
+        ax.plot(months, [r.get(policy) for r in rows], marker="o", label=policy.replace("_", " "))
+    ax.set(title="Realized AUROC per month, same served events", xlabel="month", ylabel="AUROC")
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", metadata={"Software": None})
+    plt.close(fig)
+    return buffer.getvalue()

@@ -4,8 +4,8 @@ Each tick lands the next partitions' files in the use case's landing folder (fro
 sources), evaluates the code location's sensors (`build_sensor_context` on the same instance, cursors
 carried tick to tick) and executes what they request, tagged as the daemon tags sensor runs
 (`dagster/sensor_name`, `dagster/run_key`); a run key already used is skipped, as the daemon skips it.
-At the end, the timeline of training decisions and the realized AUROC per month (closed loop vs the
-first promoted model frozen) are printed and stored.
+At the end, the timeline of training decisions is printed and stored; `make demo` then runs the policy
+backtest (`policy_backtest` asset) on what the replay served.
 """
 
 from __future__ import annotations
@@ -137,45 +137,6 @@ class Replay:
         }
 
 
-def monthly_auroc(platform: Platform, spec: UseCaseSpec, frozen_version: str | None, last: date) -> list[dict]:
-    """Realized AUROC per calendar month of the served predictions (closed loop) and of the frozen model."""
-    import polars as pl
-    import torch
-    from torchmetrics.functional.classification import binary_auroc
-
-    from ml_assets import tables
-    from ml_assets.features.compute import EVENT_ID, LABEL, PARTITION
-    from ml_assets.registry.models import load_version
-
-    keys = UseCaseKeys(spec.name)
-    lake = platform.defs.resources["lakehouse"]
-    registry = platform.defs.resources["model_registry"]
-    partitions = spec.partition_range(spec.partitions_start, last)
-    preds, receipts = tables.read_partitions(platform, lake, spec, keys.predictions, partitions, missing_ok=True)
-    if preds.is_empty():
-        return []
-    scored = [spec.partition_range(p, p)[0] for p in sorted(receipts)]
-    labels, _ = tables.read_partitions(platform, lake, spec, keys.labels, scored, columns=[EVENT_ID, LABEL])
-    feats, _ = tables.read_partitions(platform, lake, spec, keys.features, scored)
-    frame = preds.join(labels, on=EVENT_ID).join(feats.drop(PARTITION), on=EVENT_ID)
-    if frozen_version:
-        frozen = load_version(registry, spec.name, frozen_version, registry.get(spec.name, frozen_version).sha256)
-        frame = frame.with_columns(pl.Series("p_frozen", frozen.score(frame).numpy(), dtype=pl.Float64))
-
-    def auroc(part: pl.DataFrame, column: str) -> float:
-        y = torch.tensor(part.get_column(LABEL).cast(int).to_numpy())
-        return round(float(binary_auroc(torch.tensor(part.get_column(column).to_numpy()), y)), 4)
-
-    month = pl.col(PARTITION).dt.strftime("%Y-%m")
-    rows = []
-    for (name,), part in sorted(frame.group_by(month), key=lambda kv: kv[0]):
-        rows.append({"month": name, "rows": part.height, "closed_loop": auroc(part, "probability"),
-                     **({"frozen": auroc(part, "p_frozen")} if frozen_version else {})})
-    rows.append({"month": "all", "rows": frame.height, "closed_loop": auroc(frame, "probability"),
-                 **({"frozen": auroc(frame, "p_frozen")} if frozen_version else {})})
-    return rows
-
-
 def run_replay(platform: Platform, spec: UseCaseSpec, landing: Path, first: date, last: date,
                partitions_per_tick: int = 1, progress: bool = True) -> dict[str, Any]:
     """Land each partition's files; evaluate the sensors every `partitions_per_tick` partitions."""
@@ -193,7 +154,6 @@ def run_replay(platform: Platform, spec: UseCaseSpec, landing: Path, first: date
             print(f"  {partition}  {time.perf_counter() - start:6.1f} s  training decisions so far: "
                   f"{len(replay.timeline)}", flush=True)
     registry = platform.defs.resources["model_registry"]
-    first_promoted = next((t["challenger"] for t in replay.timeline if t["outcome"] == "promoted"), None)
     result = {
         "use_case": spec.name,
         "window": [first.isoformat(), last.isoformat()],
@@ -202,8 +162,6 @@ def run_replay(platform: Platform, spec: UseCaseSpec, landing: Path, first: date
         "seconds_in_runs": round(replay.seconds_in_runs, 1),
         "timeline": replay.timeline,
         "versions": [v.version for v in registry.versions(spec.name)],
-        "frozen_version": first_promoted,
-        "monthly_auroc": monthly_auroc(platform, spec, first_promoted, last),
     }
     lake = platform.defs.resources["lakehouse"]
     stored = lake.write_content_addressed(lake.uri(spec.name, "replay"), json.dumps(result, indent=2).encode(), "json")
@@ -219,6 +177,4 @@ def print_replay(result: dict[str, Any]) -> None:
              "challenger": t["challenger"], "outcome": t["outcome"], "failed rules": t["failed_rules"][:60]}
             for t in result["timeline"]]
     print(markdown_table(rows))
-    print("\nRealized AUROC per month (served predictions vs the first promoted model frozen):")
-    print(markdown_table(result["monthly_auroc"]))
     print(f"\nStored: {result['stored']['uri']}")

@@ -283,6 +283,8 @@ class MonitoringSpec(Section):
     retrain_window: Span = Field(120, description="A retrain uses the latest partitions whose labels are known ...")
     retrain_eval: Span = Field(7, description="... of which the last are held out for evaluation.")
     quantile_bins: int = 10
+    backtest_every: Span = Field(28, description="The policy backtest's blind periodic retraining: a new model "
+                                 "every this many partitions, always promoted.")
     performance_margin: float = Field(0.05, ge=0, description="A partition is below promise when its AUROC's "
                                       "one-sided upper confidence bound is more than this below the serving "
                                       "version's evaluation AUROC.")

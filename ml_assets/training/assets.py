@@ -12,6 +12,7 @@ from ml_assets.keys import CHALLENGER_TAG, UseCaseKeys, op_name
 from ml_assets.policies import asset_defaults, code_version
 from ml_assets.records import TrainingSetRef, VersionRecord
 from ml_assets.spec import UseCaseSpec
+from ml_assets.training.dataset import fit, labelled_split
 from resources.lakehouse import LakehouseResource, read_parquet_bytes
 from resources.model_registry import ModelRegistryResource
 
@@ -45,20 +46,12 @@ def resolve_window(spec: UseCaseSpec, config: TrainingWindowConfig) -> dict[str,
 def build_training_frame(context: Any, lakehouse: LakehouseResource, spec: UseCaseSpec, window: dict[str, str]):
     """Features joined to known labels over the window, with a time-based `split` column; and the
     receipts of every partition read."""
-    import polars as pl
-
     keys = UseCaseKeys(spec.name)
     partitions = spec.partition_range(window["train_start"], window["train_end"])
     feats, feature_receipts = tables.read_partitions(context, lakehouse, spec, keys.features, partitions)
     labels, label_receipts = tables.read_partitions(context, lakehouse, spec, keys.labels, partitions,
                                                     columns=[compute.EVENT_ID, compute.LABEL])
-    valid_start = pl.lit(window["validation_start"]).str.to_date()
-    frame = (
-        feats.join(labels, on=compute.EVENT_ID, how="inner")
-        .with_columns(pl.when(pl.col(compute.PARTITION) >= valid_start).then(pl.lit("validation"))
-                      .otherwise(pl.lit("train")).alias("split"))
-        .sort(compute.PARTITION, compute.EVENT_ID)
-    )
+    frame = labelled_split(feats, labels, window)
     return frame, {keys.features.to_user_string(): feature_receipts, keys.labels.to_user_string(): label_receipts}
 
 
@@ -112,16 +105,11 @@ def _training_set(spec: UseCaseSpec) -> dg.AssetsDefinition:
 def train_artifact(lakehouse: LakehouseResource, training_set: TrainingSetRef, model_spec, numeric: list[str],
                    categorical: list[str], use_case: str):
     """Train from a recorded training set (sha256-verified): the one path for training and reproduction."""
-    import polars as pl
-
     from ml_assets.training import train
 
     data = lakehouse.read_bytes(training_set.uri, training_set.sha256, what="training set")
     frame = read_parquet_bytes(data, training_set.uri)
-    model = train.train_model(
-        frame.filter(pl.col("split") == "train"), frame.filter(pl.col("split") == "validation"),
-        compute.LABEL, tuple(numeric), tuple(categorical), model_spec,
-    )
+    model = fit(frame, model_spec, numeric, categorical)
     extra = {"use_case": use_case, "training_set_sha256": training_set.sha256}
     return model, train.to_safetensors(model, extra), frame
 
