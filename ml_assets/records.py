@@ -94,6 +94,8 @@ class VersionRecord(Record):
     training_curve: list[dict[str, float]]
     challenged_champion: str | None = None
     reference_profile: ArtifactRef | None = None
+    drift_calibration: ArtifactRef | None = Field(None, description="Per-column drift thresholds calibrated on the "
+                                                  "reference's own partitions; absent in older records.")
 
     @field_validator("version")
     @classmethod

@@ -49,7 +49,7 @@ def test_sections_with_defaults_may_be_omitted():
     for section in ("model", "promotion", "monitoring"):
         data.pop(section, None)
     spec = UseCaseSpec.model_validate(data)
-    assert spec.model.epochs == 12 and spec.monitoring.window == 7
+    assert spec.model.epochs == 12 and spec.monitoring.window == 1
 
 
 def test_unknown_fields_are_rejected_by_name():

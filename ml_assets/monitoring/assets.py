@@ -45,25 +45,41 @@ def reference_view(spec: UseCaseSpec, version: str, registry: ModelRegistryResou
     return wp.deserialize(registry.lakehouse.read_bytes(ref.uri, ref.sha256, what=f"reference profile of {version}"))
 
 
+def drift_calibration(spec: UseCaseSpec, version: str, registry: ModelRegistryResource) -> Any:
+    """The version's calibrated drift thresholds (verified against the sha256 in its record), or None
+    for a record registered before calibration existed."""
+    from ml_assets.monitoring import drift_calibration as dc
+
+    ref = registry.get(spec.name, version).drift_calibration
+    if ref is None:
+        return None
+    return dc.parse(registry.lakehouse.read_bytes(ref.uri, ref.sha256, what=f"drift calibration of {version}"),
+                    ref.uri)
+
+
 def _drift_report(spec: UseCaseSpec) -> dg.AssetsDefinition:
     keys = UseCaseKeys(spec.name)
     mon = spec.monitoring
-    window = int(mon.window)
+    window, k, n = int(mon.window), mon.drift_alarm_exceedances, mon.drift_alarm_partitions
+    lookback = window + n - 1  # the k-of-n rule scores the last n partitions, each over its window
 
     @dg.asset(
         key=keys.drift_report,
         deps=[
             dg.AssetDep(keys.feature_profiles, partition_mapping=dg.TimeWindowPartitionMapping(
-                start_offset=-(window - 1), end_offset=0, allow_nonexistent_upstream_partitions=True)),
+                start_offset=-(lookback - 1), end_offset=0, allow_nonexistent_upstream_partitions=True)),
             keys.predictions,
         ],
-        description=f"Drift of the trailing {window} partition(s) of features and predictions against the serving "
-        "version's reference (its training features and scores): Hellinger distance (and KS) per column from "
-        f"whylogs sketches. Drifted when the share of columns above {mon.feature_drift_threshold} exceeds "
-        f"{mon.drifted_share_threshold}.",
+        description=f"Drift of features and predictions against the serving version's reference (its training "
+        f"features and scores): per column, the Hellinger distance (and KS) of the trailing {window} partition(s) "
+        "from whylogs sketches, against a threshold calibrated on the reference's own partitions at a "
+        f"{mon.drift_false_alarm_rate} per-partition false-alarm rate. A column fires when it exceeds its threshold "
+        f"in {k} of the last {n} partitions; drifted when any column fires or more than "
+        f"{mon.drifted_share_threshold} of the columns exceed.",
         kinds={"whylogs", "polars"},
         check_specs=[dg.AssetCheckSpec(DRIFT_CHECK, asset=keys.drift_report,
-                                       description="Warns when a partition's drifted share exceeds the policy.")],
+                                       description="Warns when a partition is drifted (a column's k-of-n rule fired "
+                                       "or the share of exceeding columns is above the policy).")],
         **_common(spec, ("monitoring", "features")),
     )
     def drift_report(context: dg.AssetExecutionContext, lakehouse: LakehouseResource,
@@ -74,11 +90,11 @@ def _drift_report(spec: UseCaseSpec) -> dg.AssetsDefinition:
     def _drift(context, lakehouse, registry) -> dg.MaterializeResult:
         import polars as pl
 
-        from ml_assets.monitoring.drift import drift_scores, summarize
+        from ml_assets.monitoring.drift import drift_decision
         from ml_assets.profiles import whylogs_profile as wp
 
         partitions = tables.partition_keys(context)
-        history = spec.partition_range(spec.shift(partitions[0], -(window - 1)), partitions[-1])
+        history = spec.partition_range(spec.shift(partitions[0], -(lookback - 1)), partitions[-1])
         wanted = tables.in_range(spec, history)
         profile_receipts = lineage.recorded_partitions(context.instance, keys.feature_profiles, wanted)
         preds, pred_receipts = tables.read_partitions(
@@ -91,8 +107,7 @@ def _drift_report(spec: UseCaseSpec) -> dg.AssetsDefinition:
             if part.height:  # stored feature profiles + this partition's prediction column
                 view = view.merge(wp.profile_frame(part, [PREDICTION_COLUMN], []))
             views[date.fromisoformat(pkey)] = view
-        numeric, categorical = [*spec.features.numeric, PREDICTION_COLUMN], list(spec.features.categorical)
-        references: dict[str, Any] = {}
+        references: dict[str, tuple[Any, Any, str]] = {}
         drifted_partitions, shas = [], {}
         for p in partitions:
             pkey = p.isoformat()
@@ -103,45 +118,51 @@ def _drift_report(spec: UseCaseSpec) -> dg.AssetsDefinition:
                                        "were served in this partition; score it first")
             version = served[-1]
             if version not in references:
-                references[version] = reference_view(spec, version, registry)
-            start = spec.shift(p, -(window - 1))
-            in_window = [views[d] for d in sorted(views) if start <= d <= p]
-            if not in_window:
+                cal_ref = registry.get(spec.name, version).drift_calibration
+                references[version] = (reference_view(spec, version, registry), drift_calibration(
+                    spec, version, registry), cal_ref.sha256 if cal_ref else "none")
+            if p not in views:
                 raise MissingDataError(f"asset {keys.feature_profiles.to_user_string()}, partition {pkey}: "
                                        "not materialized")
-            current = in_window[0]
-            for view in in_window[1:]:
-                current = current.merge(view)
-            scores = drift_scores(references[version], current, numeric, categorical, mon.quantile_bins)
-            summary = summarize(scores, mon.feature_drift_threshold)
-            drifted = summary["drifted_share"] > mon.drifted_share_threshold
+            reference, calibration, calibration_sha = references[version]
+            scored = {d: _window_scores(spec, reference, [views[x] for x in sorted(views)
+                                                          if spec.shift(d, -(window - 1)) <= x <= d])
+                      for d in spec.partition_range(spec.shift(p, -(n - 1)), p) if d in views}
+            report = drift_decision(spec, scored, p, calibration)
+            start = spec.shift(p, -(lookback - 1))
             report = {"partition": pkey, "reference_version": version, "served_versions": served.to_list(),
-                      "window": [start.isoformat(), pkey], "window_partitions_profiled": len(in_window),
-                      "drifted": drifted, **summary, "scores": scores,
-                      "thresholds": {"column": mon.feature_drift_threshold, "share": mon.drifted_share_threshold}}
+                      "window": [spec.shift(p, -(window - 1)).isoformat(), pkey],
+                      "window_partitions_profiled": sum(1 for d in views if spec.shift(p, -(window - 1)) <= d <= p),
+                      **report}
             stored = lakehouse.write_json(lakehouse.partition_uri(spec.name, keys.drift_report.path[-1], pkey, "json"),
                                           report)
             shas[pkey] = stored.sha256
-            rows = [{"column": c, "hellinger": s["hellinger"], "ks": s["ks"],
-                     "drifted": s["hellinger"] > mon.feature_drift_threshold}
-                    for c, s in sorted(scores.items(), key=lambda kv: -kv[1]["hellinger"])]
+            columns = report["columns"]
+            rows = [{"column": c, "hellinger": v["score"], "ks": v["ks"], "threshold": v["threshold"],
+                     f"exceedances (last {n})": v["exceedances"], "fired": v["fired"]}
+                    for c, v in sorted(columns.items(), key=lambda kv: -kv[1]["score"])]
             inputs = {keys.feature_profiles.to_user_string():
                       {k: r.storage_id for k, r in profile_receipts.items() if start.isoformat() <= k <= pkey},
                       keys.predictions.to_user_string():
                       {k: r.storage_id for k, r in pred_receipts.items() if start.isoformat() <= k <= pkey}}
             context.add_asset_metadata({
-                "drifted": drifted, "drifted_share": summary["drifted_share"],
-                "max_hellinger": summary["max_hellinger"], "reference_version": version,
-                "monitored_columns": summary["monitored_columns"],
-                "prediction_hellinger": scores.get(PREDICTION_COLUMN, {}).get("hellinger", float("nan")),
-                "drifted_columns": ", ".join(summary["drifted_columns"]) or "-",
+                "drifted": report["drifted"], "drifted_share": report["drifted_share"],
+                "max_hellinger": report["max_hellinger"], "reference_version": version,
+                "monitored_columns": report["monitored_columns"],
+                "prediction_hellinger": columns.get(PREDICTION_COLUMN, {}).get("score", float("nan")),
+                "drifted_columns": ", ".join(report["drifted_columns"]) or "-",
+                "fired_columns": dg.MetadataValue.json(report["fired_columns"]),
+                "alarm_partitions": dg.MetadataValue.json(report["alarm_partitions"]),
+                "threshold_source": report["threshold_source"],
+                "calibration_sha256": calibration_sha,
+                "rule": report["rule"]["text"],
                 "scores": dg.MetadataValue.md(markdown_table(rows)),
                 "uri": dg.MetadataValue.path(stored.uri), "sha256": stored.sha256,
                 "input_receipts": dg.MetadataValue.json(inputs),
             }, partition_key=pkey)
-            if drifted:
-                drifted_partitions.append(f"{pkey}: {summary['drifted_share']:.0%} "
-                                          f"({', '.join(summary['drifted_columns'][:5])})")
+            if report["drifted"]:
+                fired = ", ".join(f"{c} ({', '.join(days)})" for c, days in report["fired_columns"].items())
+                drifted_partitions.append(f"{pkey}: {fired or ''} share {report['drifted_share']:.0%}")
         return dg.MaterializeResult(
             data_version=tables.data_version(shas),
             check_results=[dg.AssetCheckResult(
@@ -150,6 +171,13 @@ def _drift_report(spec: UseCaseSpec) -> dg.AssetsDefinition:
                     "\n".join(f"- {w}" for w in drifted_partitions) or "none")})])
 
     return drift_report
+
+
+def _window_scores(spec: UseCaseSpec, reference: Any, window_views: list[Any]) -> dict[str, dict[str, float]]:
+    from ml_assets.monitoring.drift import drift_scores, merged
+
+    numeric, categorical = [*spec.features.numeric, PREDICTION_COLUMN], list(spec.features.categorical)
+    return drift_scores(reference, merged(window_views), numeric, categorical, spec.monitoring.quantile_bins)
 
 
 def _realized_performance(spec: UseCaseSpec) -> dg.AssetsDefinition:

@@ -271,12 +271,29 @@ class PromotionSpec(Section):
 class MonitoringSpec(Section):
     """Drift and freshness policy (effect sizes on whylogs sketches, in data time)."""
 
-    window: Span = Field(7, description="Each partition's drift compares the trailing window.")
-    feature_drift_threshold: float = Field(0.3, description="Hellinger distance above which a column counts as "
-                                           "drifted.")
-    drifted_share_threshold: float = Field(0.4, description="Share of monitored columns drifted for a partition "
-                                           "to be drifted.")
-    consecutive_partitions: int = Field(3, description="Drifted partitions in a row before a retrain.")
+    window: Span = Field(1, description="Each partition's drift scores compare its trailing window (this many "
+                         "partitions) with the serving version's reference; thresholds are calibrated at the same "
+                         "window size. One partition reacts fastest; widen it for sparse partitions.")
+    drift_false_alarm_rate: float = Field(0.01, gt=0, lt=1, description="Per-partition false-alarm rate of the "
+                                          "calibrated column thresholds, shared by all monitored columns: each "
+                                          "column's threshold is what its scores on the reference's own windows "
+                                          "(held out) exceed at rate / columns. Day-level scores persist, so "
+                                          "the k-of-n rule is not counted on to lower it further.")
+    drift_calibration_partitions: int = Field(60, ge=2, description="The newest training partitions whose windows "
+                                              "calibrate the thresholds (each scored against the rest of the "
+                                              "reference); bounds the cost at registration, about 50 ms a partition.")
+    drift_threshold_floor: float = Field(0.05, ge=0, le=1, description="No calibrated threshold is below this "
+                                         "Hellinger distance (sketch noise).")
+    drift_alarm_exceedances: int = Field(2, ge=1, description="A column fires when its score exceeds its threshold "
+                                         "in at least this many ...")
+    drift_alarm_partitions: int = Field(3, ge=1, description="... of the last partitions (k of n); a partition is "
+                                        "drifted when any column fires.")
+    feature_drift_threshold: float = Field(0.3, description="Fixed Hellinger threshold for every column of a version "
+                                           "registered without a calibration (older records).")
+    drifted_share_threshold: float = Field(0.4, description="A partition is also drifted when more than this share "
+                                           "of the monitored columns exceed their thresholds.")
+    consecutive_partitions: int = Field(1, ge=1, description="Drifted partitions in a row before a retrain (the "
+                                        "k-of-n rule already asks for persistence).")
     max_model_age: Span = Field(45, description="Data time: newest scored partition minus the end of the "
                                 "champion's training window.")
     cooldown: Span = Field(14, description="Data time between two automatic retrains.")

@@ -163,7 +163,7 @@ def _candidate_model(spec: UseCaseSpec) -> dg.AssetsDefinition:
 
 def train_and_register(context: dg.AssetExecutionContext, spec: UseCaseSpec, training_set: TrainingSetRef,
                        lakehouse: LakehouseResource, registry: ModelRegistryResource) -> tuple[VersionRecord, str]:
-    from ml_assets.monitoring.reference import reference_profile_bytes
+    from ml_assets.monitoring.reference import reference_artifacts
     from ml_assets.records import ArtifactRef
     from ml_assets.training.train import from_safetensors
 
@@ -171,9 +171,11 @@ def train_and_register(context: dg.AssetExecutionContext, spec: UseCaseSpec, tra
     model, artifact, frame = train_artifact(lakehouse, training_set, spec.model, fs.numeric, fs.categorical,
                                             spec.name)
     champion = registry.production(spec.name)
-    profile = reference_profile_bytes(spec, from_safetensors(artifact), frame)
+    profile, calibration = reference_artifacts(spec, from_safetensors(artifact), frame)
     stored = lakehouse.write_content_addressed(lakehouse.uri(spec.name, "registry", "reference_profiles"),
                                                profile, "bin")
+    calibrated = lakehouse.write_content_addressed(lakehouse.uri(spec.name, "registry", "drift_calibrations"),
+                                                   calibration, "json")
     return registry.register(spec.name, artifact, {
         "run_id": context.run.run_id,
         "code_version": context.assets_def.code_versions_by_key[context.asset_key],
@@ -185,6 +187,7 @@ def train_and_register(context: dg.AssetExecutionContext, spec: UseCaseSpec, tra
         "training_curve": model.curve,
         "challenged_champion": champion.version if champion else None,
         "reference_profile": ArtifactRef(uri=stored.uri, sha256=stored.sha256),
+        "drift_calibration": ArtifactRef(uri=calibrated.uri, sha256=calibrated.sha256),
     })
 
 
