@@ -68,6 +68,39 @@ def drift_streak(spec: UseCaseSpec, flags: dict[str, bool], newest: str) -> list
     return streak[::-1]
 
 
+def fired_columns(meta: dict[str, Any]) -> dict[str, list[str]]:
+    """A drift report's fired columns (column -> the partitions that exceeded), from its metadata; a
+    share-rule firing (or an older report) is named by its alarm partitions under "*share"."""
+    columns = {c: sorted(days) for c, days in (meta.get("fired_columns") or {}).items()}
+    named = {d for days in columns.values() for d in days}
+    rest = sorted(set(meta.get("alarm_partitions") or []) - named)
+    return {**columns, "*share": rest} if rest else columns
+
+
+def drift_evidence(spec: UseCaseSpec, fired: dict[str, dict[str, list[str]]]) -> dict[str, Any]:
+    """What a drift retrain names: per column, the partitions that exceeded its threshold in the
+    reports of the streak; and all those partitions. As runs of consecutive partitions ("a..b"), so
+    a long catch-up streak still fits in a run tag."""
+    columns: dict[str, set[str]] = {}
+    for per_column in fired.values():
+        for column, days in per_column.items():
+            columns.setdefault(column, set()).update(days)
+    every = set().union(*columns.values()) if columns else set()
+    return {"alarm_partitions": partition_runs(spec, every),
+            "fired_columns": {c: partition_runs(spec, days) for c, days in sorted(columns.items())}}
+
+
+def partition_runs(spec: UseCaseSpec, partitions: set[str] | list[str]) -> list[str]:
+    """Sorted partition keys as runs of consecutive partitions: "a..b", or "a" alone."""
+    runs: list[list[str]] = []
+    for key in sorted(set(partitions)):
+        if runs and spec.shift(date.fromisoformat(runs[-1][-1]), 1).isoformat() == key:
+            runs[-1].append(key)
+        else:
+            runs.append([key])
+    return [r[0] if len(r) == 1 else f"{r[0]}..{r[-1]}" for r in runs]
+
+
 def model_age(spec: UseCaseSpec, newest_scored: date, champion_train_end: date) -> int:
     """Partitions from the end of the champion's training window to the newest scored partition."""
     return partitions_between(spec, champion_train_end, newest_scored)

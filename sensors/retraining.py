@@ -53,11 +53,13 @@ def build_drift_sensor(spec: UseCaseSpec, jobs: list) -> dg.SensorDefinition:
     @dg.sensor(
         name=f"{spec.name}__drift_retrain",
         description=f"Requests a retrain when {mon.consecutive_partitions} consecutive drift reports are drifted "
-        f"(share of drifted columns > {mon.drifted_share_threshold}), outside the cooldown.",
+        f"(a column above its calibrated threshold in {mon.drift_alarm_exceedances} of the last "
+        f"{mon.drift_alarm_partitions} partitions, or more than {mon.drifted_share_threshold} of the columns "
+        "above), outside the cooldown; the evidence names the partitions and columns that fired.",
         jobs=jobs, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
     )
     def drift_retrain(context: dg.SensorEvaluationContext, model_registry: ModelRegistryResource):
-        state = json.loads(context.cursor) if context.cursor else {"after": None, "flags": {}, "shares": {}}
+        state = json.loads(context.cursor) if context.cursor else {"after": None, "flags": {}}
         result = context.instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=keys.drift_report, after_storage_id=state["after"]), limit=1000,
             ascending=True)
@@ -65,16 +67,20 @@ def build_drift_sensor(spec: UseCaseSpec, jobs: list) -> dg.SensorDefinition:
             return dg.SkipReason("no new drift reports")
         flags: dict[str, bool] = state["flags"]
         shares: dict[str, float] = state.get("shares", {})
+        fired: dict[str, dict[str, list[str]]] = state.get("fired", {})
         new = set()
         for record in result.records:
             meta = record.asset_materialization.metadata
             if record.partition_key and "drifted" in meta:
                 flags[record.partition_key] = bool(meta["drifted"].value)
                 shares[record.partition_key] = round(float(meta["drifted_share"].value), 3)
+                fired[record.partition_key] = policy.fired_columns(
+                    {k: v.value for k, v in meta.items() if k in ("fired_columns", "alarm_partitions")})
                 new.add(record.partition_key)
         keep = sorted(flags)[-(mon.consecutive_partitions + 60):]  # bounded: a streak never needs more
         cursor = json.dumps({"after": result.records[-1].storage_id, "flags": {d: flags[d] for d in keep},
-                             "shares": {d: shares[d] for d in keep if d in shares}})
+                             "shares": {d: shares[d] for d in keep if d in shares},
+                             "fired": {d: fired[d] for d in keep if fired.get(d)}})
         if not new:
             return dg.SensorResult(skip_reason="no new drift reports", cursor=cursor)
         # The newest new partition that completes a streak (a catch-up run may bring several at once).
@@ -88,7 +94,8 @@ def build_drift_sensor(spec: UseCaseSpec, jobs: list) -> dg.SensorDefinition:
         if policy.in_cooldown(spec, newest_day, _last_trained_end(model_registry, spec)):
             return dg.SensorResult(skip_reason=f"{newest}: drift persists but retraining is in cooldown", cursor=cursor)
         request = _retrain_request(spec, "drift", newest_day,
-                                   {"drifted_partitions": streak, "drifted_share": {p: shares.get(p) for p in streak}},
+                                   {"drifted_partitions": streak, "drifted_share": {p: shares.get(p) for p in streak},
+                                    **policy.drift_evidence(spec, {p: fired.get(p, {}) for p in streak})},
                                    run_key=f"drift:{newest}")
         if request is None:
             return dg.SensorResult(skip_reason="not enough labelled history to retrain", cursor=cursor)

@@ -97,6 +97,16 @@ def test_sensor_loop(world, spec):
     assert len(streak) >= spec.monitoring.consecutive_partitions
     assert streak == [d.isoformat() for d in spec.partition_range(streak[0], streak[-1])]  # consecutive
     assert streak[-1] == retrain.tags["ml/data_partition"]  # ends at the partition that fired
+    # The evidence names the partitions that exceeded (all shifted days) and the columns that fired: the
+    # broken ones, features computed from them (rates keyed by the recoded codes) or the model's scores.
+    touched = {"temp", "dewp", "wind_speed", "precip", "carrier", "dest", "carrier_rate_7d", "carrier_rate_28d",
+               "route_rate_7d", "route_rate_28d", "probability", "*share"}
+    print("drift retrain evidence:", {k: evidence[k] for k in ("drifted_partitions", "alarm_partitions",
+                                                                "fired_columns")})
+    assert evidence["fired_columns"] and set(evidence["fired_columns"]) <= touched, evidence["fired_columns"]
+    days = {d.isoformat() for run in evidence["alarm_partitions"]
+            for d in spec.partition_range(*(run.split("..") * 2)[:2])}
+    assert days and min(days) >= "2013-02-16" and streak[-1] in days  # shifted days only, up to the one that fired
     again = _evaluate(platform, "drift_retrain", None)  # re-evaluating the same tick: the same run key
     assert [r.run_key for r in again.run_requests] == [retrain.run_key]
     assert _evaluate(platform, "drift_retrain", drift.cursor).run_requests == []  # nothing new since the cursor
@@ -110,6 +120,20 @@ def test_sensor_loop(world, spec):
     last_day = date.fromisoformat("2013-03-08")
     latest = platform.instance.get_latest_materialization_event(dg.AssetKey([spec.name, "drift_report"]))
     assert latest.asset_materialization.partition == last_day.isoformat()
+    # The report is true to the serving version's stored calibration (read verified by its recorded sha256).
+    from ml_assets.monitoring.drift_calibration import parse
+
+    meta, lake = latest.asset_materialization.metadata, platform.defs.resources["lakehouse"]
+    record = platform.defs.resources["model_registry"].get(spec.name, meta["reference_version"].value)
+    assert meta["threshold_source"].value == "calibrated"
+    assert meta["calibration_sha256"].value == record.drift_calibration.sha256
+    calibration = parse(lake.read_bytes(record.drift_calibration.uri, record.drift_calibration.sha256), "calibration")
+    report = json.loads(lake.read_bytes(meta["uri"].value, meta["sha256"].value))
+    k = spec.monitoring.drift_alarm_exceedances
+    for column, v in report["columns"].items():
+        assert v["threshold"] == calibration.columns[column].threshold
+        assert v["fired"] == (v["exceedances"] >= k) == (column in report["fired_columns"])
+    assert report["drifted"] and meta["fired_columns"].value == report["fired_columns"]
 
 
 def _redeliver(path, frame: pl.DataFrame) -> None:
