@@ -120,3 +120,18 @@ def table_metadata(frame: pl.DataFrame, descriptions: dict[str, str] | None = No
     schema = dg.TableSchema(columns=[dg.TableColumn(name, str(dtype), description=descriptions.get(name))
                                      for name, dtype in frame.schema.items()])
     return {"dagster/row_count": frame.height, "dagster/column_schema": schema}
+
+
+def readable_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Metadata as the UI shows it: floats (plain or `MetadataValue.float`) rounded by `text.readable`;
+    applied to what every asset records, so no figure is shown as 0.04479124987759528."""
+    from ml_assets.text import readable
+
+    out: dict[str, Any] = {}
+    for name, value in metadata.items():
+        if isinstance(value, float):
+            value = readable(value)
+        elif isinstance(value, dg.FloatMetadataValue) and value.value is not None:
+            value = dg.MetadataValue.float(readable(value.value))
+        out[name] = value
+    return out

@@ -20,3 +20,11 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def readable(x: float) -> float:
+    """A float as a person reads it in the UI: 4 decimals, or 3 significant digits below 0.01 (small
+    gaps and rates keep their meaning). Full precision stays in the JSON records."""
+    if x != x or x in (float("inf"), float("-inf")) or x == 0:
+        return x
+    return round(x, 4) if abs(x) >= 0.01 else float(f"{x:.3g}")

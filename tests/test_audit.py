@@ -401,3 +401,26 @@ def test_run_links_and_the_card_plot_are_the_records_they_name(materialized, spe
     embedded = re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)\)", card).group(1)
     plot_sha = ledger.latest(keys.model_evaluation).metadata["plot_sha256"]
     assert hashlib.sha256(base64.b64decode(embedded)).hexdigest() == plot_sha
+
+
+def test_every_float_the_ui_shows_is_rounded(history):
+    """A record is read by people: every float in materialization, observation and check metadata is
+    shown as `text.readable` would show it (full precision stays in the JSON files)."""
+    import dagster as dg
+
+    from ml_assets.text import readable
+
+    ledger, _, _ = history
+    instance, unrounded = ledger.instance, []
+    for key in instance.get_asset_keys():
+        for kind in (dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.ASSET_OBSERVATION,
+                     dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+            records = instance.get_event_records(dg.EventRecordsFilter(event_type=kind, asset_key=key), limit=5000)
+            for record in records:
+                data = record.event_log_entry.dagster_event.event_specific_data
+                event = getattr(data, "materialization", None) or getattr(data, "asset_observation", None) or data
+                for name, value in (getattr(event, "metadata", None) or {}).items():
+                    if isinstance(value, dg.FloatMetadataValue) and value.value is not None \
+                            and value.value != readable(value.value):
+                        unrounded.append(f"{key.to_user_string()}: {name}={value.value}")
+    assert not unrounded, "\n".join(sorted({u.split("=")[0] for u in unrounded}))

@@ -12,7 +12,7 @@ from ml_assets.evaluation.metrics import METRICS
 from ml_assets.features import compute
 from ml_assets.keys import UseCaseKeys
 from ml_assets.lineage import compact
-from ml_assets.policies import asset_defaults, code_version
+from ml_assets.policies import asset_defaults, code_version, readable_metadata
 from ml_assets.registry.models import load_version, production_pointer
 from ml_assets.spec import UseCaseSpec
 from resources.lakehouse import LakehouseResource
@@ -107,6 +107,7 @@ def build_evaluation_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
             "plot_uri": dg.MetadataValue.path(plot.uri), "plot_sha256": plot.sha256,
             "input_receipts": dg.MetadataValue.json(compact(inputs)),
         }
-        return dg.MaterializeResult(value=document, metadata={k: v for k, v in metadata.items() if v is not None})
+        return dg.MaterializeResult(value=document,
+                                    metadata=readable_metadata({k: v for k, v in metadata.items() if v is not None}))
 
     return [model_evaluation]

@@ -11,7 +11,7 @@ from ml_assets import lineage, tables
 from ml_assets.errors import MissingDataError, fatal_errors
 from ml_assets.features import compute
 from ml_assets.keys import UseCaseKeys
-from ml_assets.policies import asset_defaults, code_version, partitions_def
+from ml_assets.policies import asset_defaults, code_version, partitions_def, readable_metadata
 from ml_assets.spec import UseCaseSpec
 from ml_assets.text import markdown_table
 from resources.lakehouse import LakehouseResource
@@ -145,7 +145,7 @@ def _drift_report(spec: UseCaseSpec) -> dg.AssetsDefinition:
                       {k: r.storage_id for k, r in profile_receipts.items() if start.isoformat() <= k <= pkey},
                       keys.predictions.to_user_string():
                       {k: r.storage_id for k, r in pred_receipts.items() if start.isoformat() <= k <= pkey}}
-            context.add_asset_metadata({
+            context.add_asset_metadata(readable_metadata({
                 "drifted": report["drifted"], "drifted_share": report["drifted_share"],
                 "max_hellinger": report["max_hellinger"], "reference_version": version,
                 "monitored_columns": report["monitored_columns"],
@@ -159,7 +159,7 @@ def _drift_report(spec: UseCaseSpec) -> dg.AssetsDefinition:
                 "scores": dg.MetadataValue.md(markdown_table(rows)),
                 "uri": dg.MetadataValue.path(stored.uri), "sha256": stored.sha256,
                 "input_receipts": dg.MetadataValue.json(inputs),
-            }, partition_key=pkey)
+            }), partition_key=pkey)
             if report["drifted"]:
                 fired = ", ".join(f"{c} ({', '.join(days)})" for c, days in report["fired_columns"].items())
                 drifted_partitions.append(f"{pkey}: {fired or ''} share {report['drifted_share']:.0%}")
@@ -228,10 +228,10 @@ def _realized_performance(spec: UseCaseSpec) -> dg.AssetsDefinition:
             shas[pkey] = stored.sha256
             inputs = {keys.predictions.to_user_string(): {pkey: pred_receipts[pkey].storage_id},
                       keys.labels.to_user_string(): {pkey: label_receipts[pkey].storage_id}}
-            context.add_asset_metadata({
+            context.add_asset_metadata(readable_metadata({
                 **{k: v for k, v in record.items() if v is not None and k != "partition"},
                 "uri": dg.MetadataValue.path(stored.uri), "sha256": stored.sha256,
-                "input_receipts": dg.MetadataValue.json(inputs)}, partition_key=pkey)
+                "input_receipts": dg.MetadataValue.json(inputs)}), partition_key=pkey)
         return dg.MaterializeResult(data_version=tables.data_version(shas))
 
     return realized_performance
