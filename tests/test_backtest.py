@@ -115,6 +115,7 @@ def test_backtest_records_what_was_served_and_reruns_identically(backtested):
     assert february["closed_loop"] == february["frozen"]
     assert february["blind_periodic"] != february["frozen"]  # two other models served part of February
     assert february["hindsight_best"] >= february["frozen"]  # the frozen version is eligible in February
+    assert all(r["hindsight_best"] >= r["closed_loop"] for r in doc["months"])  # an upper bound on the loop
     assert sum(r["rows"] for r in doc["months"]) == doc["events"]
     means = doc["summary"]["mean_monthly_auroc"]
     assert meta["mean_monthly_auroc_closed_loop"] == pytest.approx(means["closed_loop"])

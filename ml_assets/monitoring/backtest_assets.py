@@ -115,7 +115,7 @@ def build_backtest_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
                 "closed_loop_at_least_blind_months": summary["closed_loop_at_least_blind_months"],
                 "frozen_version": frozen_version,
                 "blind_models": len(blind),
-                "monthly_auroc": dg.MetadataValue.md(markdown_table(rows)),
+                "monthly_auroc": dg.MetadataValue.md(markdown_table(rows, list(bt.COLUMNS))),
                 "plot": dg.MetadataValue.md(png_markdown(png, "policy backtest")),
                 "uri": dg.MetadataValue.path(stored.uri), "sha256": stored.sha256,
                 "plot_uri": dg.MetadataValue.path(plot.uri), "plot_sha256": plot.sha256,

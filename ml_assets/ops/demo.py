@@ -47,6 +47,7 @@ def print_backtest(platform: Platform, spec: UseCaseSpec, run) -> None:
     import json
 
     from ml_assets import lineage
+    from ml_assets.monitoring.backtest import COLUMNS
     from ml_assets.text import markdown_table
 
     if not run.success:
@@ -60,9 +61,10 @@ def print_backtest(platform: Platform, spec: UseCaseSpec, run) -> None:
     print(f"\nPolicy backtest (run {run.run_id[:8]}): realized AUROC per month on the same {document['events']} "
           f"served events; blind = retrain every {document['blind_every_partitions']} partitions, always promote; "
           "hindsight = best registered version trained before the month.")
-    print(markdown_table(document["months"]))
+    print(markdown_table(document["months"], list(COLUMNS)))
     means = s["mean_monthly_auroc"]
-    print("Mean monthly AUROC: " + ", ".join(f"{p} {v}" for p, v in means.items()))
+    print("Mean monthly AUROC: " + ", ".join(f"{p} {v}" for p, v in means.items())
+          + " (an honest mean above about 0.72 would mean leakage)")
     print(f"Closed loop >= frozen in {s['closed_loop_at_least_frozen_months']} of {s['months']} months"
           f" (below in: {', '.join(s['months_below_frozen']) or 'none'}); >= blind periodic in "
           f"{s['closed_loop_at_least_blind_months']} of {s['months']}.")

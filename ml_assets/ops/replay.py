@@ -32,7 +32,7 @@ from ml_assets.ops.runner import Platform
 from ml_assets.spec import RESERVED_COLUMNS, UseCaseSpec
 from ml_assets.text import markdown_table
 
-RETRAIN_TRIGGERS = ("drift", "freshness", "bootstrap")
+RETRAIN_TRIGGERS = ("drift", "freshness", "performance", "bootstrap")
 
 
 class Lander:
