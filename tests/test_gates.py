@@ -48,6 +48,19 @@ def test_a_stale_champion_needs_only_non_inferiority():
     assert not decide(SPEC, _evaluation(low=-0.006, diff=0.001), champion_age=MAX_AGE + 1).promote
 
 
+def test_an_expired_champion_is_replaced_unless_the_challenger_is_significantly_worse():
+    spec = SPEC.model_copy(update={"promotion": SPEC.promotion.model_copy(update={"expired_model_age": 2 * MAX_AGE})})
+    uncertain = _evaluation(low=-0.03, high=0.004, diff=-0.013)
+    assert not decide(spec, uncertain, champion_age=2 * MAX_AGE).promote  # still only stale: non-inferiority
+    d = decide(spec, uncertain, champion_age=2 * MAX_AGE + 1)
+    assert d.promote and d.rules[0].numbers["mode"] == "expired"
+    assert d.rules[0].numbers["required_high_at_least"] == 0.0 and "significantly worse" in d.rules[0].detail
+    worse = _evaluation(low=-0.05, high=-0.001, diff=-0.02)
+    assert _failed(decide(spec, worse, champion_age=10 * MAX_AGE)) == ["auroc"]
+    never = SPEC.model_copy(update={"promotion": SPEC.promotion.model_copy(update={"expired_model_age": None})})
+    assert not decide(never, uncertain, champion_age=10 * MAX_AGE).promote  # unset: a champion never expires
+
+
 @pytest.mark.parametrize(("change", "rule"), [
     ({"ece": 0.09, "champion_ece": 0.02}, "calibration"),
     ({"rows": 699}, "rows"),

@@ -20,23 +20,28 @@ def decide(spec: UseCaseSpec, evaluation: dict[str, Any], champion_age: int | No
     rules: list[RuleResult] = []
 
     # 1. AUROC: superiority while the champion is fresh (and always against the baseline);
-    #    non-inferiority once the champion is past its maximum age.
-    stale = champion_age is not None and champion_age > int(mon.max_model_age)
-    low = comparison["low"]
-    bound = -policy.non_inferiority_margin if stale else policy.min_improvement
-    mode = "non-inferiority (champion past its maximum age)" if stale else "superiority"
-    passed = low is not None and low > bound
+    #    non-inferiority once the champion is past its maximum age; once it has expired, the challenger
+    #    passes unless it is significantly worse (the burden of proof shifts to the old model).
+    low, high = comparison["low"], comparison["high"]
+    mode, bound = _auroc_mode(spec, champion_age)
+    passed = (high is not None and high >= 0) if mode == "expired" else (low is not None and low > bound)
+    required = "upper bound >= 0" if mode == "expired" else f"lower bound > {bound:+.4f}"
+    label = {"superiority": "superiority", "non_inferiority": "non-inferiority (champion past its maximum age)",
+             "expired": "champion expired: refused only if significantly worse"}[mode]
     rules.append(RuleResult(
         name="auroc", passed=passed,
-        detail=(f"auroc ({mode}): challenger {_f(challenger['auroc'])} vs {reference} {_f(ref_metrics['auroc'])}, "
+        detail=(f"auroc ({label}): challenger {_f(challenger['auroc'])} vs {reference} {_f(ref_metrics['auroc'])}, "
                 f"difference {_f(comparison['difference'])} with {comparison['level']:.0%} interval "
-                f"[{_f(low)}, {_f(comparison['high'])}]; required lower bound > {bound:+.4f}"
+                f"[{_f(low)}, {_f(high)}]; required {required}"
                 + (f"; champion age {champion_age} partitions (max {mon.max_model_age})" if champion_age is not None
                    else "")),
         numbers={"challenger": challenger["auroc"], "reference": ref_metrics["auroc"],
-                 "difference": comparison["difference"], "low": low, "high": comparison["high"],
-                 "level": comparison["level"], "required_low_above": bound, "champion_age": champion_age,
-                 "max_model_age": int(mon.max_model_age), "mode": "non_inferiority" if stale else "superiority"}))
+                 "difference": comparison["difference"], "low": low, "high": high,
+                 "level": comparison["level"], "required_low_above": None if mode == "expired" else bound,
+                 "required_high_at_least": 0.0 if mode == "expired" else None, "champion_age": champion_age,
+                 "max_model_age": int(mon.max_model_age),
+                 "expired_model_age": None if policy.expired_model_age is None else int(policy.expired_model_age),
+                 "mode": mode}))
 
     # 2. Calibration: under the absolute bound, or no worse than the champion on the same events.
     ece, ref_ece = challenger["ece"], ref_metrics["ece"] if reference == "champion" else None
@@ -90,6 +95,16 @@ def decide(spec: UseCaseSpec, evaluation: dict[str, Any], champion_age: int | No
                 numbers={"value": value, "bound": limit}))
 
     return Decision(outcome="promote" if all(r.passed for r in rules) else "refuse", reference=reference, rules=rules)
+
+
+def _auroc_mode(spec: UseCaseSpec, champion_age: int | None) -> tuple[str, float]:
+    """(mode, lower-bound requirement) of the AUROC rule at the champion's age in partitions."""
+    policy = spec.promotion
+    if champion_age is None or champion_age <= int(spec.monitoring.max_model_age):
+        return "superiority", policy.min_improvement
+    if policy.expired_model_age is not None and champion_age > int(policy.expired_model_age):
+        return "expired", -policy.non_inferiority_margin
+    return "non_inferiority", -policy.non_inferiority_margin
 
 
 def _f(value: float | None) -> str:

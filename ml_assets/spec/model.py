@@ -249,11 +249,15 @@ class PromotionSpec(Section):
     """The promotion gate. The challenger's AUROC difference to the reference (champion, or the baseline
     for the first model) comes with a paired bootstrap interval over whole partitions: superiority
     (lower bound > `min_improvement`) is required while the champion is fresh; once it is past
-    `monitoring.max_model_age`, non-inferiority (lower bound > -`non_inferiority_margin`) suffices."""
+    `monitoring.max_model_age`, non-inferiority (lower bound > -`non_inferiority_margin`) suffices; past
+    `expired_model_age` the burden of proof shifts: only a significantly worse challenger is refused."""
 
     primary_metric: Literal["auroc"] = "auroc"
     min_improvement: float = Field(0.0, description="Superiority: the interval's lower bound must exceed this.")
     non_inferiority_margin: float = Field(0.005, description="Stale champion: lower bound > -margin suffices.")
+    expired_model_age: Span | None = Field(None, description="Data time (like `monitoring.max_model_age`) after which "
+                                           "the champion has expired: the challenger is promoted unless it is "
+                                           "significantly worse (interval's upper bound < 0). Unset: never.")
     confidence: float = Field(0.90, gt=0, lt=1, description="Two-sided level of every interval.")
     bootstrap_samples: int = Field(500, ge=50, description="Paired bootstrap resamples.")
     max_calibration_error: float = Field(0.05, description="Absolute ECE bound ...")
@@ -444,9 +448,11 @@ def _spans(data: dict[str, Any]):
     if (training := section("training")) is not None and "validation" in training:
         yield slot(training, "validation", "training.validation")
     if (monitoring := section("monitoring")) is not None:
-        for key in ("window", "max_model_age", "cooldown", "retrain_window", "retrain_eval"):
+        for key in ("window", "max_model_age", "cooldown", "retrain_window", "retrain_eval", "backtest_every"):
             if key in monitoring:
                 yield slot(monitoring, key, f"monitoring.{key}")
+    if (promotion := section("promotion")) is not None and promotion.get("expired_model_age") is not None:
+        yield slot(promotion, "expired_model_age", "promotion.expired_model_age")
     if (features := section("features")) is not None and isinstance(features.get("rolling_rates"), list):
         features["rolling_rates"] = rates = [dict(r) if isinstance(r, dict) else r for r in features["rolling_rates"]]
         for i, rate in enumerate(rates):
