@@ -38,6 +38,7 @@ def run_demo(platform: Platform, spec: UseCaseSpec, landing: Path, last: str | N
     print_backtest(platform, spec, platform.run(UseCaseJobs(spec.name).backtest, raise_on_error=False))
     reproduce = platform.reproduce(spec)
     summary(platform, spec, reproduce)
+    trace_sample(platform, spec)
     print(f"\nDemo finished in {time.perf_counter() - t0:.0f} s.")
     return 0
 
@@ -91,6 +92,33 @@ def summary(platform: Platform, spec: UseCaseSpec, reproduce) -> None:
         ts = record.training_set
         print(f"  {marker} {record.version}  trained on {ts.train_start}..{ts.train_end}  run {record.run_id[:8]}")
     print(f"Dagster instance (run and asset history): {os.environ.get('DAGSTER_HOME')}  ->  `make ui`")
+
+
+def trace_sample(platform: Platform, spec: UseCaseSpec, per_version: int = 1) -> None:
+    """Trace one served prediction of every version that served (`mlp trace`): the audit chain from the
+    prediction to the landed bytes, every cited file re-hashed."""
+    import random
+
+    import polars as pl
+
+    from ml_assets.audit.ledger import Ledger
+    from ml_assets.audit.trace import trace
+
+    res = platform.defs.resources
+    ledger = Ledger(platform.instance, res["lakehouse"], res["model_registry"], spec.name)
+    chosen: dict[str, str] = {}
+    for m in ledger.all(UseCaseKeys(spec.name).predictions):
+        version = m.metadata.get("model_version")
+        if version and version not in chosen:
+            ids = pl.read_parquet(str(m.metadata["uri"]), columns=["prediction_id"]).get_column("prediction_id")
+            if ids.len():
+                chosen[str(version)] = random.Random(spec.model.seed).choice(sorted(ids.to_list()))
+    traces = [trace(ledger, i) for i in list(chosen.values())[: per_version * len(chosen)]]
+    files = sum(1 for t in traces for h in t.hops if h.verified is not None)
+    bad = [t.prediction_id for t in traces if not t.verified]
+    print(f"Audit trace: {len(traces) - len(bad)} of {len(traces)} sampled predictions (one per serving version) "
+          f"trace to their landed bytes; {files} cited files re-hashed"
+          + (f"; NOT verified: {', '.join(bad)}" if bad else "") + "  ->  `mlp trace <prediction id>`")
 
 
 def run_quickstart(platform: Platform, spec: UseCaseSpec) -> int:
