@@ -20,7 +20,12 @@ def test_a_retrain_plan_uses_only_partitions_whose_labels_are_known(spec):
     assert plan.eval_end == spec.shift(newest, -spec.label_delay).isoformat()
     assert len(spec.partition_range(plan.eval_start, plan.eval_end)) == int(mon.retrain_eval)
     assert date.fromisoformat(plan.train_end) == spec.shift(date.fromisoformat(plan.eval_start), -1)
-    assert len(spec.partition_range(plan.train_start, plan.eval_end)) == int(mon.retrain_window)
+    # The latest `retrain_window` labelled partitions, or all of them when the history is shorter.
+    known = spec.partition_range(spec.partitions_start, plan.eval_end)
+    assert len(spec.partition_range(plan.train_start, plan.eval_end)) == min(int(mon.retrain_window), len(known))
+    short = spec.model_copy(update={"monitoring": mon.model_copy(update={"retrain_window": 60})})
+    windowed = policy.retrain_plan(short, newest)
+    assert len(spec.partition_range(windowed.train_start, windowed.eval_end)) == 60
 
 
 def test_no_plan_without_enough_history(spec):

@@ -26,7 +26,7 @@ def _platform():
 
 
 def write() -> dict[str, Any]:
-    from ml_assets.keys import OUTCOME_TAG
+    from ml_assets.keys import OUTCOME_TAG, UseCaseJobs
     from ml_assets.ops.runner import Platform
     from ml_assets.spec.catalog import use_case
     from tests.deploy.conftest import WINDOW
@@ -39,6 +39,7 @@ def write() -> dict[str, Any]:
                                 eval_start=WINDOW["evaluate"][0], eval_end=WINDOW["evaluate"][1]),
         "score": platform.score(spec, *WINDOW["evaluate"]),
     }
+    results["backtest"] = platform.run(UseCaseJobs(spec.name).backtest, raise_on_error=False)
     train = platform.instance.get_run_by_id(results["train"].run_id)
     return {"runs": {name: r.run_id for name, r in results.items()},
             "success": {name: r.success for name, r in results.items()},

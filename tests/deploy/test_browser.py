@@ -151,6 +151,18 @@ def test_model_card_and_evaluation_plot_are_rendered_not_pointed_at(browser, aud
     screenshot(browser, "evaluation-report-plot", tmp_path)
 
 
+def test_the_policy_backtest_plot_is_rendered(browser, auditor_url, history, tmp_path):
+    assert history["success"]["backtest"], history
+    show(browser, f"{auditor_url}/assets/flight_delay/policy_backtest?view=events",
+         ["policy_backtest", "monthly_auroc", "plot"])
+    open_markdown(browser, "plot")
+    images = rendered_images(browser)
+    assert images and int(images[0].get_attribute("naturalWidth")) >= 600
+    browser.execute_script("arguments[0].scrollIntoView()", images[0])
+    time.sleep(0.5)
+    screenshot(browser, "policy-backtest-plot", tmp_path)
+
+
 def test_runs_are_links_on_the_model_pages(browser, auditor_url, history, tmp_path):
     show(browser, f"{auditor_url}/assets/flight_delay/production_model?view=events",
          ["production_model", "trained_by_run"])
