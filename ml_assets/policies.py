@@ -123,8 +123,8 @@ def table_metadata(frame: pl.DataFrame, descriptions: dict[str, str] | None = No
 
 
 def readable_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
-    """Metadata as the UI shows it: floats (plain or `MetadataValue.float`) rounded by `text.readable`;
-    applied to what every asset records, so no figure is shown as 0.04479124987759528."""
+    """Metadata as the UI shows it: floats (plain or `MetadataValue.float`) rounded by `text.readable`,
+    so no figure is shown as 0.04479124987759528 (a test walks every float the history world records)."""
     from ml_assets.text import readable
 
     out: dict[str, Any] = {}

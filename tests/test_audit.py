@@ -424,3 +424,23 @@ def test_every_float_the_ui_shows_is_rounded(history):
                             and value.value != readable(value.value):
                         unrounded.append(f"{key.to_user_string()}: {name}={value.value}")
     assert not unrounded, "\n".join(sorted({u.split("=")[0] for u in unrounded}))
+
+
+def test_drift_reads_the_serving_records_calibration_verified(history, spec):
+    """The drift report's thresholds come from the calibration its verified record names: a changed
+    byte in the calibration file fails the read with the sha256 named, instead of moving thresholds."""
+    from ml_assets.errors import IntegrityError
+    from ml_assets.monitoring.assets import drift_calibration, served_records
+
+    ledger, _, second = history
+    record = served_records(ledger, ledger.lakehouse, ledger.registry, spec)(second)
+    assert record.drift_calibration is not None
+    assert drift_calibration(second, record, ledger.registry) is not None
+    path = Path(record.drift_calibration.uri)
+    original = path.read_bytes()
+    try:
+        path.write_bytes(original.replace(b"0", b"1", 1))
+        with pytest.raises(IntegrityError, match=record.drift_calibration.sha256[:12]):
+            drift_calibration(second, record, ledger.registry)
+    finally:
+        path.write_bytes(original)

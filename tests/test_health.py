@@ -15,6 +15,7 @@ from ml_assets.evaluation.metrics import _weighted_auroc
 from ml_assets.keys import DATA_PARTITION_TAG, EVIDENCE_TAG, TRIGGER_TAG, UseCaseJobs, UseCaseKeys
 from ml_assets.monitoring import health
 from ml_assets.monitoring.health_assets import PERFORMANCE_CHECK, read_records
+from ml_assets.text import readable
 from resources.lakehouse import sha256_bytes
 from sensors.policy import model_age, partitions_between
 
@@ -338,7 +339,10 @@ def test_model_health_records_are_true_of_their_inputs(shifted_world, spec):
         assert record["model_version"] == served["model_version"] == ev_meta["model_version"].value
         assert record[health.REALIZED]["auroc"] == pytest.approx(served["auroc"], abs=1e-4)
         assert record[health.REALIZED]["ece"] == pytest.approx(served["ece"], abs=1e-6)
-        assert record["promised"]["auroc"] == ev_meta["challenger_auroc"].value
+        # The promise is the evaluation document's exact figure (the UI metadata shows it rounded).
+        document = json.loads(lake.read_bytes(str(ev_meta["ref_uri"].value), str(ev_meta["ref_sha256"].value)))
+        assert record["promised"]["auroc"] == document["metrics"]["challenger"]["auroc"]
+        assert readable(record["promised"]["auroc"]) == ev_meta["challenger_auroc"].value
         assert record["promised"]["evaluation_storage_id"] == evaluation.storage_id
         trained_to = registry.get(spec.name, record["model_version"]).training_set.train_end
         assert record["age_partitions"] == model_age(spec, date.fromisoformat(day), date.fromisoformat(trained_to))

@@ -34,27 +34,43 @@ def _common(spec: UseCaseSpec, module_sections: tuple[str, ...]) -> dict[str, An
     }
 
 
-def reference_view(spec: UseCaseSpec, version: str, registry: ModelRegistryResource) -> Any:
-    """The version's drift reference, stored at registration; its sha256 is in the version record."""
+def reference_view(version: str, record: Any, registry: ModelRegistryResource) -> Any:
+    """The version's drift reference, stored at registration; its sha256 is in the (verified) record."""
     from ml_assets.profiles import whylogs_profile as wp
 
-    record = registry.get(spec.name, version)
     if record.reference_profile is None:
         raise MissingDataError(f"model {version} has no reference profile in its registry record")
     ref = record.reference_profile
     return wp.deserialize(registry.lakehouse.read_bytes(ref.uri, ref.sha256, what=f"reference profile of {version}"))
 
 
-def drift_calibration(spec: UseCaseSpec, version: str, registry: ModelRegistryResource) -> Any:
-    """The version's calibrated drift thresholds (verified against the sha256 in its record), or None
-    for a record registered before calibration existed."""
+def drift_calibration(version: str, record: Any, registry: ModelRegistryResource) -> Any:
+    """The version's calibrated drift thresholds (verified against the sha256 in its verified record), or
+    None for a record registered before calibration existed."""
     from ml_assets.monitoring import drift_calibration as dc
 
-    ref = registry.get(spec.name, version).drift_calibration
+    ref = record.drift_calibration
     if ref is None:
         return None
     return dc.parse(registry.lakehouse.read_bytes(ref.uri, ref.sha256, what=f"drift calibration of {version}"),
                     ref.uri)
+
+
+def served_records(context: Any, lakehouse: LakehouseResource, registry: ModelRegistryResource,
+                   spec: UseCaseSpec) -> Any:
+    """version -> its registry record, read verified against the sha256 its training run recorded
+    (an edited record, or one swapped with its reference files, fails the run)."""
+    from ml_assets.audit.ledger import Ledger
+
+    ledger = Ledger(context.instance, lakehouse, registry, spec.name)
+    cache: dict[str, Any] = {}
+
+    def record(version: str) -> Any:
+        if version not in cache:
+            cache[version] = ledger.record(version)
+        return cache[version]
+
+    return record
 
 
 def _drift_report(spec: UseCaseSpec) -> dg.AssetsDefinition:
@@ -108,6 +124,7 @@ def _drift_report(spec: UseCaseSpec) -> dg.AssetsDefinition:
                 view = view.merge(wp.profile_frame(part, [PREDICTION_COLUMN], []))
             views[date.fromisoformat(pkey)] = view
         references: dict[str, tuple[Any, Any, str]] = {}
+        records = served_records(context, lakehouse, registry, spec)
         drifted_partitions, shas = [], {}
         for p in partitions:
             pkey = p.isoformat()
@@ -118,9 +135,10 @@ def _drift_report(spec: UseCaseSpec) -> dg.AssetsDefinition:
                                        "were served in this partition; score it first")
             version = served[-1]
             if version not in references:
-                cal_ref = registry.get(spec.name, version).drift_calibration
-                references[version] = (reference_view(spec, version, registry), drift_calibration(
-                    spec, version, registry), cal_ref.sha256 if cal_ref else "none")
+                record = records(version)
+                references[version] = (reference_view(version, record, registry),
+                                       drift_calibration(version, record, registry),
+                                       record.drift_calibration.sha256 if record.drift_calibration else "none")
             if p not in views:
                 raise MissingDataError(f"asset {keys.feature_profiles.to_user_string()}, partition {pkey}: "
                                        "not materialized")
@@ -130,7 +148,11 @@ def _drift_report(spec: UseCaseSpec) -> dg.AssetsDefinition:
                       for d in spec.partition_range(spec.shift(p, -(n - 1)), p) if d in views}
             report = drift_decision(spec, scored, p, calibration)
             start = spec.shift(p, -(lookback - 1))
+            record = records(version)
             report = {"partition": pkey, "reference_version": version, "served_versions": served.to_list(),
+                      "reference_profile": record.reference_profile.model_dump(mode="json"),
+                      "calibration": record.drift_calibration.model_dump(mode="json") if record.drift_calibration
+                      else None,
                       "window": [spec.shift(p, -(window - 1)).isoformat(), pkey],
                       "window_partitions_profiled": sum(1 for d in views if spec.shift(p, -(window - 1)) <= d <= p),
                       **report}
@@ -208,6 +230,7 @@ def _realized_performance(spec: UseCaseSpec) -> dg.AssetsDefinition:
                                                         columns=[compute.EVENT_ID, compute.LABEL])
         joined = preds.join(labels, on=compute.EVENT_ID, how="inner")
         thresholds: dict[str, float] = {}
+        records = served_records(context, lakehouse, registry, spec)
         shas = {}
         for p in partitions:
             pkey = p.isoformat()
@@ -215,7 +238,7 @@ def _realized_performance(spec: UseCaseSpec) -> dg.AssetsDefinition:
             versions = sorted(part.get_column("model_version").unique().to_list())
             version = versions[-1] if versions else None
             if version is not None and version not in thresholds:
-                thresholds[version] = registry.get(spec.name, version).threshold
+                thresholds[version] = records(version).threshold
             prob = torch.tensor(part.get_column(PREDICTION_COLUMN).to_numpy(), dtype=torch.float32)
             y = torch.tensor(part.get_column(compute.LABEL).cast(float).to_numpy())
             threshold = thresholds.get(version, 0.5) if version else 0.5

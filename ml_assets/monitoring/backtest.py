@@ -82,7 +82,6 @@ def auroc(prob: Any, label: Any) -> float | None:
 
 def monthly(frame: pl.DataFrame, scores: dict[str, Any], candidates: list[CandidateVersion]) -> list[dict[str, Any]]:
     """One row per calendar month of `frame` (with labels): every policy's AUROC there."""
-    import polars as pl
 
     month = frame.get_column(compute.PARTITION).dt.strftime("%Y-%m")
     label = frame.get_column(compute.LABEL).cast(int).to_numpy()
@@ -90,14 +89,15 @@ def monthly(frame: pl.DataFrame, scores: dict[str, Any], candidates: list[Candid
     rows = []
     for name in sorted(month.unique().to_list()):
         mask = (month == name).to_numpy()
-        first = frame.filter(pl.Series(mask)).get_column(compute.PARTITION).min()
+        first = date.fromisoformat(f"{name}-01")  # eligible: trained only on data before the month
         row: dict[str, Any] = {MONTH: name, "rows": int(mask.sum())}
         for policy, prob in scores.items():
             row[policy] = _round(auroc(prob[mask], label[mask]))
         eligible = [c for c in candidates if c.train_end < first]
-        best = max(((auroc(candidate_scores[c.version][mask], label[mask]) or 0.0, c.version) for c in eligible),
-                   default=(None, None))
-        if row.get("closed_loop") is not None and (best[0] is None or row["closed_loop"] > best[0]):
+        judged = [(value, c.version) for c in eligible
+                  if (value := auroc(candidate_scores[c.version][mask], label[mask])) is not None]
+        best = max(judged, default=(None, None))
+        if row.get("closed_loop") is not None and (best[0] is None or row["closed_loop"] > _round(best[0])):
             best = (row["closed_loop"], "as served")  # the loop's own mix includes versions trained in the month
         row["hindsight_best"], row["hindsight_version"] = _round(best[0]), best[1]
         rows.append(row)

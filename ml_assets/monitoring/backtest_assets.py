@@ -95,8 +95,13 @@ def build_backtest_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         summary = bt.summarize(rows)
         inputs = {keys.predictions.to_user_string(): pred_receipts, keys.features.to_user_string(): feature_receipts,
                   keys.labels.to_user_string(): label_receipts}
+        from sensors.policy import partition_runs
+
         document = {"use_case": spec.name, "served_partitions": [min(pred_receipts), max(pred_receipts)],
+                    "scored_partitions": partition_runs(spec, set(pred_receipts)),
                     "events": served.height, "frozen_version": frozen_version,
+                    "frozen_promotion": {"storage_id": promotions[0].storage_id, "run_id": promotions[0].run_id,
+                                         "decision_partition": decided_at},
                     "first_decision_partition": first_decision.isoformat(), "blind_every_partitions": every,
                     "blind_models": blind, "months": rows, "summary": summary,
                     "input_receipts": compact(inputs)}

@@ -57,7 +57,9 @@ def promise_with_slices(ledger: Ledger, version: str) -> dict[str, Any] | None:
     doc = json.loads(ledger.lakehouse.read_bytes(str(m.metadata["ref_uri"]), str(m.metadata["ref_sha256"]),
                                                  what=f"asset {m.key.to_user_string()} (storage id {m.storage_id})"))
     rows = (doc.get("slices") or {}).get("challenger", [])
-    return found | {health.SLICES: {f"{r['slice']}={r['value']}": {"auroc": r["auroc"], "rows": r["rows"]}
+    challenger = (doc.get("metrics") or {}).get("challenger") or {}
+    exact = {k: challenger[k] for k in ("auroc", "ece") if challenger.get(k) is not None}  # not the rounded UI copy
+    return found | exact | {health.SLICES: {f"{r['slice']}={r['value']}": {"auroc": r["auroc"], "rows": r["rows"]}
                                     for r in rows if r.get("auroc") is not None}}
 
 

@@ -319,6 +319,16 @@ class MonitoringSpec(Section):
     performance_use_estimate: bool = Field(False, description="Partitions whose labels are not known yet in data "
                                            "time count with their estimated (CBPE) AUROC; false: realized only.")
 
+    @model_validator(mode="after")
+    def _rules_can_fire(self) -> MonitoringSpec:
+        if self.drift_alarm_exceedances > self.drift_alarm_partitions:
+            raise ValueError(f"drift_alarm_exceedances ({self.drift_alarm_exceedances}) is more than "
+                             f"drift_alarm_partitions ({self.drift_alarm_partitions}): no column could ever fire")
+        if self.performance_error_partitions < self.performance_warn_partitions:
+            raise ValueError(f"performance_error_partitions ({self.performance_error_partitions}) is fewer than "
+                             f"performance_warn_partitions ({self.performance_warn_partitions})")
+        return self
+
 
 class UseCaseSpec(Section):
     """One ML problem: its tables and contracts, label, features, model, windows, gates and drift policy."""
