@@ -116,6 +116,21 @@ def test_streak_counts_only_realized_figures_known_in_data_time(spec):
     assert streak[-1].partition == at.isoformat() and streak[-1].source == health.ESTIMATED
 
 
+def test_the_check_and_the_sensor_count_the_same_streak_however_long(spec):
+    """The check reads only `health_assets.lookback`; the sensor keeps a longer cursor: both judge the
+    same bounded window, so a 40-partition decay is reported alike (capped at that window)."""
+    from ml_assets.monitoring.health_assets import lookback
+
+    days = spec.partition_range("2013-03-01", "2013-04-09")
+    everything = {d.isoformat(): _record(spec, d, 0.55) for d in days}
+    at = days[-1]
+    window = {k: v for k, v in everything.items() if k in set(lookback(spec, at))}
+    full, bounded = health.longest_streak(spec, everything, at), health.longest_streak(spec, window, at)
+    assert [j.partition for j in full] == [j.partition for j in bounded]
+    assert len(full) == spec.monitoring.performance_error_partitions + 1
+    assert health.severity(spec, full) == "error"
+
+
 def test_the_rule_is_a_one_sided_bound_and_breaks_on_a_new_version_or_a_missing_partition(spec):
     mon = spec.monitoring
     days = spec.partition_range("2013-03-01", "2013-03-08")

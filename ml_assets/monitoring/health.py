@@ -174,7 +174,11 @@ def below_promise_streak(spec: UseCaseSpec, records: dict[str, dict[str, Any]], 
 
 def longest_streak(spec: UseCaseSpec, records: dict[str, dict[str, Any]], newest: date) -> list[Judged]:
     """The longest below-promise streak over the scopes of the newest judgeable partition (overall
-    first on ties): one slice breaking (a concept shift in one origin) is enough."""
+    first on ties): one slice breaking (a concept shift in one origin) is enough. Judged over the same
+    bounded window by the check and the sensor (`error_partitions` + label delay), so both report the
+    same streak; a longer one is counted up to that window."""
+    first = spec.shift(newest, -(spec.monitoring.performance_error_partitions + spec.label_delay)).isoformat()
+    records = {k: v for k, v in records.items() if k >= first}
     record = records.get(newest_judgeable(spec, newest).isoformat())
     found = [below_promise_streak(spec, records, newest, s) for s in (scopes(record) if record else [OVERALL])]
     return max(found, key=len)
