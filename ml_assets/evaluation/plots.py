@@ -73,3 +73,27 @@ def policy_backtest_png(rows: list[dict], policies: tuple[str, ...]) -> bytes:
     fig.savefig(buffer, format="png", metadata={"Software": None})
     plt.close(fig)
     return buffer.getvalue()
+
+
+def by_partition_png(points: list[dict], title: str) -> bytes:
+    """Realized AUROC of each scored partition against what its serving version promised, in data time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from datetime import date
+
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 4.2), dpi=90)
+    days = [date.fromisoformat(p["partition"]) for p in points]
+    for name, style in (("realized", "o"), ("promised", "-")):
+        ax.plot(days, [p.get(name) for p in points], style, markersize=3, label=f"{name} AUROC")
+    ax.set(title=title, xlabel="partition (data time)", ylabel="AUROC")
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", metadata={"Software": None})
+    plt.close(fig)
+    return buffer.getvalue()

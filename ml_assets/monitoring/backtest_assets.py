@@ -109,6 +109,7 @@ def build_backtest_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
                                                    json.dumps(document, indent=2, sort_keys=True).encode(), "json")
         png = policy_backtest_png(rows, bt.POLICIES)
         plot = lakehouse.write_content_addressed(lakehouse.uri(spec.name, "policy_backtest"), png, "png")
+        monitoring = _monitoring_plot(context, lakehouse, sorted(pred_receipts))
         means = summary["mean_monthly_auroc"]
         return dg.MaterializeResult(
             data_version=dg.DataVersion(stored.sha256),
@@ -124,8 +125,27 @@ def build_backtest_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
                 "plot": dg.MetadataValue.md(png_markdown(png, "policy backtest")),
                 "uri": dg.MetadataValue.path(stored.uri), "sha256": stored.sha256,
                 "plot_uri": dg.MetadataValue.path(plot.uri), "plot_sha256": plot.sha256,
+                **monitoring,
             },
         )
+
+    def _monitoring_plot(context, lakehouse, partitions: list[str]) -> dict[str, Any]:
+        """Each scored partition's realized AUROC (its verified model_health record) against what its
+        serving version promised, plotted by partition: the monitoring history in data time."""
+        from ml_assets.evaluation.plots import by_partition_png, png_markdown
+        from ml_assets.monitoring import health
+        from ml_assets.monitoring.health_assets import read_records
+
+        records = read_records(context.instance, lakehouse, spec, partitions)
+        points = [{"partition": p, "realized": (r.get(health.REALIZED) or {}).get("auroc"),
+                   "promised": (r.get("promised") or {}).get("auroc")} for p, r in sorted(records.items())]
+        if not any(p["realized"] is not None for p in points):
+            return {}
+        png = by_partition_png(points, f"{spec.name}: realized AUROC per partition vs the serving version's promise")
+        stored = lakehouse.write_content_addressed(lakehouse.uri(spec.name, "policy_backtest"), png, "png")
+        return {"monitoring_plot": dg.MetadataValue.md(png_markdown(png, "realized AUROC by partition")),
+                "monitoring_plot_uri": dg.MetadataValue.path(stored.uri), "monitoring_plot_sha256": stored.sha256,
+                "monitoring_partitions_plotted": len(points)}
 
     return [policy_backtest]
 

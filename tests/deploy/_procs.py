@@ -39,6 +39,8 @@ def write() -> dict[str, Any]:
                                 eval_start=WINDOW["evaluate"][0], eval_end=WINDOW["evaluate"][1]),
         "score": platform.score(spec, *WINDOW["evaluate"]),
     }
+    # The partition loop on the scored week: drift, realized performance and model health per partition.
+    results["daily"] = platform.daily(spec, *WINDOW["evaluate"], raise_on_error=False)
     results["backtest"] = platform.run(UseCaseJobs(spec.name).backtest, raise_on_error=False)
     train = platform.instance.get_run_by_id(results["train"].run_id)
     return {"runs": {name: r.run_id for name, r in results.items()},

@@ -163,6 +163,20 @@ def test_the_policy_backtest_plot_is_rendered(browser, auditor_url, history, tmp
     screenshot(browser, "policy-backtest-plot", tmp_path)
 
 
+def test_monitoring_figures_are_plotted_by_partition(browser, auditor_url, history, tmp_path):
+    """Open-source Dagster 1.13 has no metadata plots tab: the realized AUROC of every scored partition
+    against its promise is drawn by partition (data time) in the backtest's materialization."""
+    assert history["success"]["daily"], history
+    show(browser, f"{auditor_url}/assets/flight_delay/policy_backtest?view=events",
+         ["policy_backtest", "monitoring_plot"])
+    open_markdown(browser, "monitoring_plot")
+    images = rendered_images(browser)
+    assert images and int(images[0].get_attribute("naturalWidth")) >= 600
+    browser.execute_script("arguments[0].scrollIntoView()", images[0])
+    time.sleep(0.5)
+    screenshot(browser, "monitoring-by-partition-plot", tmp_path)
+
+
 def test_runs_are_links_on_the_model_pages(browser, auditor_url, history, tmp_path):
     show(browser, f"{auditor_url}/assets/flight_delay/production_model?view=events",
          ["production_model", "trained_by_run"])

@@ -18,7 +18,8 @@ PROBE = "deploy_probe_sensor"
 
 
 def test_demo_graph_ran_against_the_dedicated_postgres_database(history, pg_server, pg_database, instance_home):
-    assert history["success"] == {"ingest": True, "train": True, "score": True, "backtest": True}, \
+    assert history["success"] == {"ingest": True, "train": True, "score": True, "daily": True,
+                                  "backtest": True}, \
         history["train_failure"]
     # The demo window's first model beats the baseline: the train run promoted it.
     assert history["train_outcome"] == "promoted"
