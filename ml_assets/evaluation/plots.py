@@ -53,18 +53,17 @@ def png_markdown(png: bytes, alt: str = "ROC and reliability") -> str:
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
 
 
-def policy_backtest_png(rows: list[dict], policies: tuple[str, ...]) -> bytes:
-    """Monthly realized AUROC of each policy as one line per policy."""
+def _auroc_lines(x_label: str, title: str, xs: list, series: dict[str, tuple[list, dict]]) -> bytes:
+    """One PNG of AUROC lines over time: `series` maps a legend label to (values, matplotlib style)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(10, 4.2), dpi=90)
-    months = [r["month"] for r in rows]
-    for policy in policies:
-        ax.plot(months, [r.get(policy) for r in rows], marker="o", label=policy.replace("_", " "))
-    ax.set(title="Realized AUROC per month, same served events", xlabel="month", ylabel="AUROC")
+    for label, (values, style) in series.items():
+        ax.plot(xs, values, label=label, **style)
+    ax.set(title=title, xlabel=x_label, ylabel="AUROC")
     ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)
     fig.autofmt_xdate()
@@ -73,27 +72,19 @@ def policy_backtest_png(rows: list[dict], policies: tuple[str, ...]) -> bytes:
     fig.savefig(buffer, format="png", metadata={"Software": None})
     plt.close(fig)
     return buffer.getvalue()
+
+
+def policy_backtest_png(rows: list[dict], policies: tuple[str, ...]) -> bytes:
+    """Monthly realized AUROC of each policy as one line per policy."""
+    return _auroc_lines("month", "Realized AUROC per month, same served events", [r["month"] for r in rows],
+                        {p.replace("_", " "): ([r.get(p) for r in rows], {"marker": "o"}) for p in policies})
 
 
 def by_partition_png(points: list[dict], title: str) -> bytes:
     """Realized AUROC of each scored partition against what its serving version promised, in data time."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     from datetime import date
 
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(10, 4.2), dpi=90)
-    days = [date.fromisoformat(p["partition"]) for p in points]
-    for name, style in (("realized", "o"), ("promised", "-")):
-        ax.plot(days, [p.get(name) for p in points], style, markersize=3, label=f"{name} AUROC")
-    ax.set(title=title, xlabel="partition (data time)", ylabel="AUROC")
-    ax.legend(loc="best", fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", metadata={"Software": None})
-    plt.close(fig)
-    return buffer.getvalue()
+    return _auroc_lines("partition (data time)", title, [date.fromisoformat(p["partition"]) for p in points],
+                        {f"{name} AUROC": ([p.get(name) for p in points], style) for name, style in
+                         (("realized", {"linestyle": "none", "marker": "o", "markersize": 3}),
+                          ("promised", {"linestyle": "-"}))})

@@ -130,6 +130,16 @@ def rendered_images(browser, timeout: float = 30) -> list:
     return []
 
 
+def assert_plot_shown(browser, label: str, shot: str, tmp_path: Path) -> None:
+    """Open metadata entry `label`'s Markdown and check the browser decoded a full-width plot in it."""
+    open_markdown(browser, label)
+    images = rendered_images(browser)
+    assert images and int(images[0].get_attribute("naturalWidth")) >= 600
+    browser.execute_script("arguments[0].scrollIntoView()", images[0])
+    time.sleep(0.5)
+    screenshot(browser, shot, tmp_path)
+
+
 def test_model_card_and_evaluation_plot_are_rendered_not_pointed_at(browser, auditor_url, history, tmp_path):
     show(browser, f"{auditor_url}/assets/flight_delay/promotion_decision?view=events",
          ["promotion_decision", "model_card"])
@@ -143,24 +153,14 @@ def test_model_card_and_evaluation_plot_are_rendered_not_pointed_at(browser, aud
     screenshot(browser, "model-card-plot", tmp_path)
 
     show(browser, f"{auditor_url}/assets/flight_delay/model_evaluation?view=events", ["model_evaluation", "report"])
-    open_markdown(browser, "report")
-    images = rendered_images(browser)
-    assert images and int(images[0].get_attribute("naturalWidth")) >= 600
-    browser.execute_script("arguments[0].scrollIntoView()", images[0])
-    time.sleep(0.5)
-    screenshot(browser, "evaluation-report-plot", tmp_path)
+    assert_plot_shown(browser, "report", "evaluation-report-plot", tmp_path)
 
 
 def test_the_policy_backtest_plot_is_rendered(browser, auditor_url, history, tmp_path):
     assert history["success"]["backtest"], history
     show(browser, f"{auditor_url}/assets/flight_delay/policy_backtest?view=events",
          ["policy_backtest", "monthly_auroc", "plot"])
-    open_markdown(browser, "plot")
-    images = rendered_images(browser)
-    assert images and int(images[0].get_attribute("naturalWidth")) >= 600
-    browser.execute_script("arguments[0].scrollIntoView()", images[0])
-    time.sleep(0.5)
-    screenshot(browser, "policy-backtest-plot", tmp_path)
+    assert_plot_shown(browser, "plot", "policy-backtest-plot", tmp_path)
 
 
 def test_monitoring_figures_are_plotted_by_partition(browser, auditor_url, history, tmp_path):
@@ -169,12 +169,7 @@ def test_monitoring_figures_are_plotted_by_partition(browser, auditor_url, histo
     assert history["success"]["daily"], history
     show(browser, f"{auditor_url}/assets/flight_delay/policy_backtest?view=events",
          ["policy_backtest", "monitoring_plot"])
-    open_markdown(browser, "monitoring_plot")
-    images = rendered_images(browser)
-    assert images and int(images[0].get_attribute("naturalWidth")) >= 600
-    browser.execute_script("arguments[0].scrollIntoView()", images[0])
-    time.sleep(0.5)
-    screenshot(browser, "monitoring-by-partition-plot", tmp_path)
+    assert_plot_shown(browser, "monitoring_plot", "monitoring-by-partition-plot", tmp_path)
 
 
 def test_runs_are_links_on_the_model_pages(browser, auditor_url, history, tmp_path):
