@@ -172,9 +172,12 @@ def test_health_readiness_and_metrics(served, materialized, spec):
         dg.AssetRecordsFilter(asset_key=UseCaseKeys(spec.name).model_evaluation), limit=1,
         ascending=False).records[0].asset_materialization.metadata
     assert evaluation["model_version"].value == snapshot.version
-    promised = evaluation["challenger_auroc"].value
-    assert (f'mlp_platform_promised_auroc{{use_case="flight_delay",version="{snapshot.version}"}} '
-            f"{promised}") in ptext
+    prefix = f'mlp_platform_promised_auroc{{use_case="flight_delay",version="{snapshot.version}"}} '
+    shown = float(next(line for line in ptext.splitlines() if line.startswith(prefix)).removeprefix(prefix))
+    document = json.loads(materialized.resources["lakehouse"].read_bytes(
+        str(evaluation["ref_uri"].value), str(evaluation["ref_sha256"].value)))
+    assert shown == document["metrics"]["challenger"]["auroc"]  # the evaluation's exact figure
+    assert round(shown, 4) == evaluation["challenger_auroc"].value  # which the UI shows rounded
     scored = max(materialized.instance.get_materialized_partitions(UseCaseKeys(spec.name).predictions))
     age = len(spec.partition_range(pointer_train_end(materialized, spec, snapshot.version), scored)) - 1
     assert f'mlp_platform_champion_age_partitions{{use_case="flight_delay"}} {float(age)}' in ptext

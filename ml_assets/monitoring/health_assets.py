@@ -32,35 +32,21 @@ MODEL_VERSION = "model_version"
 
 
 def promise(ledger: Ledger, version: str) -> dict[str, Any] | None:
-    """What `version` promised: the AUROC and ECE of its newest evaluation (what the gate judged it on),
-    with the materialization that recorded them; None if it was never evaluated."""
+    """What `version` promised: the AUROC and ECE of its newest evaluation (what the gate judged it on)
+    and its AUROC per slice value, from the evaluation document read verified against the sha256 the
+    evaluation recorded (exact figures, not the rounded UI copy); None if it was never evaluated."""
     found = ledger.for_version(ledger.keys.model_evaluation, version)
     if not found:
         return None
     m = found[-1]
-
-    def number(key: str) -> float | None:
-        value = m.metadata.get(key)
-        return float(value) if isinstance(value, int | float) else None
-
-    return {"auroc": number("challenger_auroc"), "ece": number("challenger_ece"), "window": m.metadata.get("window"),
-            "evaluation_storage_id": m.storage_id, "evaluation_run_id": m.run_id}
-
-
-def promise_with_slices(ledger: Ledger, version: str) -> dict[str, Any] | None:
-    """The promise, with the version's AUROC per slice value from its evaluation document (read verified
-    against the sha256 the evaluation recorded)."""
-    found = promise(ledger, version)
-    if found is None:
-        return None
-    m = ledger.by_storage_id(ledger.keys.model_evaluation, found["evaluation_storage_id"])
     doc = json.loads(ledger.lakehouse.read_bytes(str(m.metadata["ref_uri"]), str(m.metadata["ref_sha256"]),
                                                  what=f"asset {m.key.to_user_string()} (storage id {m.storage_id})"))
-    rows = (doc.get("slices") or {}).get("challenger", [])
     challenger = (doc.get("metrics") or {}).get("challenger") or {}
-    exact = {k: challenger[k] for k in ("auroc", "ece") if challenger.get(k) is not None}  # not the rounded UI copy
-    return found | exact | {health.SLICES: {f"{r['slice']}={r['value']}": {"auroc": r["auroc"], "rows": r["rows"]}
-                                    for r in rows if r.get("auroc") is not None}}
+    rows = (doc.get("slices") or {}).get("challenger", [])
+    return {"auroc": challenger.get("auroc"), "ece": challenger.get("ece"), "window": m.metadata.get("window"),
+            "evaluation_storage_id": m.storage_id, "evaluation_run_id": m.run_id,
+            health.SLICES: {f"{r['slice']}={r['value']}": {"auroc": r["auroc"], "rows": r["rows"]}
+                            for r in rows if r.get("auroc") is not None}}
 
 
 def build_health_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
@@ -131,7 +117,7 @@ def _model_health(spec: UseCaseSpec) -> dg.AssetsDefinition:
             served = part.get_column(MODEL_VERSION).value_counts(sort=True) if part.height else None
             version = served.get_column(MODEL_VERSION)[0] if served is not None else None
             if version is not None and version not in versions:
-                versions[version] = (ledger.record(version), promise_with_slices(ledger, version))
+                versions[version] = (ledger.record(version), promise(ledger, version))
             record, promised = versions.get(version, (None, None))
             labelled = part.join(labels, on=compute.EVENT_ID, how="inner") if pkey in label_receipts else None
             if labelled is not None and feats is not None:
