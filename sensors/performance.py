@@ -19,7 +19,7 @@ from ml_assets.spec import UseCaseSpec
 from resources.lakehouse import LakehouseResource
 from resources.model_registry import ModelRegistryResource
 from sensors import policy
-from sensors.retraining import _last_trained_end, _retrain_request
+from sensors.retraining import last_trained_end, retrain_request
 
 TRIGGER = "performance"
 MAX_EVIDENCE_PARTITIONS = 20  # run tags are bounded; a longer streak lists its newest partitions
@@ -107,9 +107,9 @@ def build_performance_sensor(spec: UseCaseSpec, jobs: list) -> dg.SensorDefiniti
             return dg.SensorResult(skip_reason=f"{newest}: {version} is below its promise but no longer serves",
                                    cursor=cursor)
         newest_day = date.fromisoformat(newest)
-        if policy.in_cooldown(spec, newest_day, _last_trained_end(model_registry, spec)):
+        if policy.in_cooldown(spec, newest_day, last_trained_end(model_registry, spec)):
             return dg.SensorResult(skip_reason=f"{newest}: below promise but retraining is in cooldown", cursor=cursor)
-        request = _retrain_request(spec, TRIGGER, newest_day, evidence(spec, streak, newest_day),
+        request = retrain_request(spec, TRIGGER, newest_day, evidence(spec, streak, newest_day),
                                    run_key=f"{TRIGGER}:{version}:{newest}")
         if request is None:
             return dg.SensorResult(skip_reason="not enough labelled history to retrain", cursor=cursor)

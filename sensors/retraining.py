@@ -22,7 +22,7 @@ from resources.model_registry import ModelRegistryResource
 from sensors import policy
 
 
-def _last_trained_end(registry: ModelRegistryResource, spec: UseCaseSpec) -> date | None:
+def last_trained_end(registry: ModelRegistryResource, spec: UseCaseSpec) -> date | None:
     versions = registry.versions(spec.name)
     return max((date.fromisoformat(v.training_set.train_end) for v in versions), default=None)
 
@@ -32,7 +32,7 @@ def _newest_partition(instance: dg.DagsterInstance, key: dg.AssetKey) -> str | N
     return max(keys) if keys else None
 
 
-def _retrain_request(spec: UseCaseSpec, trigger: str, newest: date, evidence: dict, run_key: str,
+def retrain_request(spec: UseCaseSpec, trigger: str, newest: date, evidence: dict, run_key: str,
                      plan: policy.RetrainPlan | None = None) -> dg.RunRequest | None:
     """The one shape of a training request: the plan (default: the latest labelled window), the
     evidence and the policy that fired, as run tags an auditor reads in the run's history."""
@@ -91,9 +91,9 @@ def build_drift_sensor(spec: UseCaseSpec, jobs: list) -> dg.SensorDefinition:
         if len(streak) < mon.consecutive_partitions:
             return dg.SensorResult(skip_reason=f"{newest}: {len(streak)} drifted partition(s) in a row", cursor=cursor)
         newest_day = date.fromisoformat(newest)
-        if policy.in_cooldown(spec, newest_day, _last_trained_end(model_registry, spec)):
+        if policy.in_cooldown(spec, newest_day, last_trained_end(model_registry, spec)):
             return dg.SensorResult(skip_reason=f"{newest}: drift persists but retraining is in cooldown", cursor=cursor)
-        request = _retrain_request(spec, "drift", newest_day,
+        request = retrain_request(spec, "drift", newest_day,
                                    {"drifted_partitions": streak, "drifted_share": {p: shares.get(p) for p in streak},
                                     **policy.drift_evidence(spec, {p: fired.get(p, {}) for p in streak})},
                                    run_key=f"drift:{newest}")
@@ -130,15 +130,15 @@ def build_freshness_sensor(spec: UseCaseSpec, jobs: list) -> dg.SensorDefinition
             ready = spec.shift(spec.evaluation.end, spec.label_delay)
             if newest_day < ready:
                 return dg.SkipReason(f"bootstrap waits for labels through {spec.evaluation.end} (known at {ready})")
-            last_trained = _last_trained_end(model_registry, spec)
+            last_trained = last_trained_end(model_registry, spec)
             if last_trained is None:  # the first model: the declared windows
-                return [_retrain_request(spec, "bootstrap", newest_day, {"newest_labelled_partition": newest},
+                return [retrain_request(spec, "bootstrap", newest_day, {"newest_labelled_partition": newest},
                                          run_key=f"bootstrap:{spec.name}", plan=policy.bootstrap_plan(spec))]
             # Every challenger so far was refused: try again on the latest labelled window, after the cooldown.
             if policy.in_cooldown(spec, newest_day, last_trained):
                 return dg.SkipReason(f"no model in production yet; the last challenger (trained to {last_trained}) "
                                      "was refused and retraining is in cooldown")
-            request = _retrain_request(spec, "bootstrap", newest_day,
+            request = retrain_request(spec, "bootstrap", newest_day,
                                        {"newest_labelled_partition": newest, "previous_refused_to": last_trained},
                                        run_key=f"bootstrap:{spec.name}:{newest}")
             return [request] if request else dg.SkipReason("not enough labelled history")
@@ -150,9 +150,9 @@ def build_freshness_sensor(spec: UseCaseSpec, jobs: list) -> dg.SensorDefinition
         age = policy.model_age(spec, newest_day, date.fromisoformat(record.training_set.train_end))
         if age <= int(mon.max_model_age):
             return dg.SkipReason(f"champion {champion.version} is {age} partition(s) old in data time")
-        if policy.in_cooldown(spec, newest_day, _last_trained_end(model_registry, spec)):
+        if policy.in_cooldown(spec, newest_day, last_trained_end(model_registry, spec)):
             return dg.SkipReason(f"champion is {age} partition(s) old but retraining is in cooldown")
-        request = _retrain_request(spec, "freshness", newest_day,
+        request = retrain_request(spec, "freshness", newest_day,
                                    {"champion": champion.version, "age_partitions": age, "newest_scored": newest,
                                     "max_model_age": int(mon.max_model_age)},
                                    run_key=f"freshness:{champion.version}:{newest}")
