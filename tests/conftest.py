@@ -4,6 +4,7 @@ few real days of 2013 that the integration tests inspect (built once per session
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,8 @@ import pytest
 os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")
 # Tests choose their sources and lakehouses explicitly: never the developer's landing folder.
 os.environ.pop("ML_LANDING_URI", None)
+# Every test session binds the use cases' SQL in DuckDB afresh (its own, empty SQL-check memo).
+os.environ["ML_SQL_CHECK_MEMO"] = tempfile.mkdtemp(prefix="sql-check-memo-")
 
 from ml_assets.definitions import build_definitions
 from ml_assets.ops.runner import Platform

@@ -95,6 +95,43 @@ def test_all_problems_are_reported_at_once():
     assert "2 problem(s)" in _problems(two)
 
 
+def test_every_broken_expression_of_one_scope_is_named():
+    """Expressions of one scope are bound in one query first; a failure must still name each broken field."""
+    def two(d):
+        d["features"]["derived"].update(dep_hour="e.hour + e.minutes", log_distance="ln(e.dist)")
+
+    text = _problems(two)
+    assert "features.derived.dep_hour: " in text and "minutes" in text, text
+    assert "features.derived.log_distance: " in text and "dist" in text, text
+    assert "features.derived.dep_hour, " not in text  # each named alone, not the group
+
+
+def test_a_passing_sql_check_is_memoized_by_its_statements_and_a_failing_one_never(tmp_path, monkeypatch):
+    """The memo skips DuckDB only for the exact statements (and DuckDB version) that once bound."""
+    from ml_assets.components import references
+
+    monkeypatch.setenv(references.MEMO_ENV, str(tmp_path))
+    spec = UseCaseSpec.model_validate(_attributes())
+    check_references(spec)
+    assert len(list(tmp_path.glob("*.ok"))) == 1
+
+    def no_duckdb(*_args):
+        raise AssertionError("bound in DuckDB although these statements passed before")
+
+    monkeypatch.setattr(references, "_bind", no_duckdb)
+    check_references(spec)  # the memo: no bind
+    monkeypatch.undo()
+    monkeypatch.setenv(references.MEMO_ENV, str(tmp_path))
+    for _ in range(2):  # a changed expression is a new key: bound, refused, and never memoized
+        assert "features.derived.dep_hour" in _problems(
+            lambda d: d["features"]["derived"].update(dep_hour="e.hour + e.minutes"))
+    assert len(list(tmp_path.glob("*.ok"))) == 1
+    monkeypatch.setenv(references.MEMO_ENV, "off")  # `make validate`: always bound
+    monkeypatch.setattr(references, "_bind", no_duckdb)
+    with pytest.raises(AssertionError, match="bound in DuckDB"):
+        check_references(spec)
+
+
 def test_every_model_input_is_produced_by_the_feature_function(spec):
     assert set(spec.features.model_inputs) <= set(feature_columns(spec))
 

@@ -3,13 +3,20 @@
 The schema (types, required fields, spans) is checked by the spec models; this checks what the
 fields say about each other: every column named in a key, slice or input exists, and every SQL
 expression compiles in DuckDB against empty tables of the declared schemas. Every problem is
-reported at once, each naming the file, the field and the reason. Pure: DuckDB, no Dagster.
+reported at once, each naming the file, the field and the reason. Pure: DuckDB, no Dagster. A passing
+SQL verdict is memoized by the sha256 of the exact statements bound and DuckDB's version (see `MEMO_ENV`).
 """
 
 from __future__ import annotations
 
+import atexit
+import itertools
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from ml_assets.features import compute
 from ml_assets.spec import EVENT_TIME_COLUMN, PARTITION_COLUMN, UseCaseSpec
@@ -96,56 +103,152 @@ def _table_problems(spec: UseCaseSpec):
             yield f"{where}.source", "a dimension table needs a source"
 
 
-def _connection(spec: UseCaseSpec):
-    import duckdb
+# ---- SQL: every expression binds in DuckDB against empty tables of the declared schemas ------------------
+# A verdict is a pure function of the statements DuckDB binds and of DuckDB's version, so a passing verdict is
+# memoized under the sha256 of both (a file per key): every process that loads the code location (webserver,
+# daemon, each run worker) would otherwise pay ~100 ms for DuckDB's import and the binds. Failures are never
+# memoized. `ML_SQL_CHECK_MEMO=off` (what `make validate` sets) always binds; the folder is
+# `$ML_SQL_CHECK_MEMO` when it is a path, else `$XDG_CACHE_HOME/ml-platform/sql-checks` (~/.cache/...).
+MEMO_ENV = "ML_SQL_CHECK_MEMO"
+_DATABASE: Any = None  # one in-memory DuckDB per process, a schema per check: a connection costs ~15 ms
+_DATABASE_LOCK = threading.Lock()
+_SCHEMAS = itertools.count()
 
-    con = duckdb.connect()
+
+def _ddl(spec: UseCaseSpec) -> list[str]:
+    """Empty tables of the declared schemas, `labels`, and `events` (the events table)."""
+    out = []
     for name, table in spec.tables.items():
         cols = [f'"{c}" {_SQL_TYPES[col.dtype]}' for c, col in table.columns.items()]
         if table.partitioned:
             cols += [f"{PARTITION_COLUMN} DATE", f"{EVENT_TIME_COLUMN} TIMESTAMP"]
-        con.execute(f'CREATE TABLE "{name}" ({", ".join(cols)})')
+        out.append(f'CREATE TABLE "{name}" ({", ".join(cols)})')
     groups = "".join(f', "{c}" {_SQL_TYPES[spec.events.columns[c].dtype]}' for c in spec.label.group_columns
                      if c in spec.events.columns)
-    con.execute(f"CREATE TABLE labels ({compute.EVENT_ID} VARCHAR, {compute.PARTITION} DATE, "
-                f"{compute.LABEL} BOOLEAN{groups})")
-    con.execute(f"CREATE VIEW events AS SELECT * FROM \"{spec.events_table}\"")
-    return con
+    out.append(f"CREATE TABLE labels ({compute.EVENT_ID} VARCHAR, {compute.PARTITION} DATE, "
+               f"{compute.LABEL} BOOLEAN{groups})")
+    out.append(f'CREATE VIEW events AS SELECT * FROM "{spec.events_table}"')
+    return out
+
+
+def _scopes(spec: UseCaseSpec) -> list[tuple[str, list[tuple[str, str]]]]:
+    """(FROM clause, [(field, expression)]) for every SQL expression a field declares."""
+    scopes = [(f'"{name}"', [(f"tables.{name}.rules[{i}].sql", f"CAST(({rule.sql}) AS BOOLEAN)")
+                             for i, rule in enumerate(table.rules)]) for name, table in spec.tables.items()]
+    label = (("label.expression", spec.label.expression), ("label.known_when", spec.label.known_when))
+    scopes.append(("events", [(f, f"CAST(({expr}) AS BOOLEAN)") for f, expr in label]))
+    scopes.append(("events e", [(f"features.derived.{name}", expr) for name, expr in spec.features.derived.items()]))
+    for i, lookup in enumerate(spec.features.lookups):
+        if lookup.table in spec.tables:
+            scopes.append((f'events e, "{lookup.table}" t', [(f"features.lookups[{i}].columns.{name}", expr)
+                                                             for name, expr in lookup.columns.items()]))
+    return [(source, exprs) for source, exprs in scopes if exprs]
+
+
+def _together(source: str, expressions: list[tuple[str, str]]) -> str:
+    return "SELECT " + ", ".join(f"{expr} AS __x{i}" for i, (_, expr) in enumerate(expressions)) + f" FROM {source}"
+
+
+def _sql_problems(spec: UseCaseSpec):
+    ddl, scopes, feature_sql = _ddl(spec), _scopes(spec), compute.feature_sql(spec)
+    memo = _memo_file([*ddl, *(_together(*scope) for scope in scopes), feature_sql])
+    if memo is not None and memo.is_file():
+        return
+    problems = list(_bind(ddl, scopes, feature_sql))
+    if not problems and memo is not None:
+        _remember(memo)
+    yield from problems
+
+
+def _bind(ddl: list[str], scopes: list[tuple[str, list[tuple[str, str]]]], feature_sql: str):
+    with _connection(ddl) as con:
+        for source, expressions in scopes:
+            yield from _expressions_compile(con, source, expressions)
+        if error := _compiles(con, feature_sql):
+            yield "features", f"the feature query does not compile: {error}"
+
+
+def _memo_file(statements: list[str]) -> Path | None:
+    import hashlib
+    import os
+    from importlib.metadata import version
+
+    setting = os.environ.get(MEMO_ENV, "")
+    if setting.lower() in ("off", "0", "false", "no"):
+        return None
+    folder = (Path(setting) if setting else
+              Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ml-platform" / "sql-checks")
+    digest = hashlib.sha256(f"duckdb {version('duckdb')}\n".encode())
+    for statement in statements:
+        digest.update(hashlib.sha256(statement.encode()).digest())
+    return folder / f"{digest.hexdigest()}.ok"
+
+
+def _remember(memo: Path) -> None:
+    """Best effort: an unwritable cache (a read-only container) only costs the next load the binds."""
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        memo.write_text("every statement bound in DuckDB\n")
+    except OSError:
+        pass
+
+
+def _close_database() -> None:
+    """Close and drop the shared database before interpreter teardown (else nanobind reports leaks)."""
+    global _DATABASE
+    if _DATABASE is not None:
+        _DATABASE.close()
+        _DATABASE = None
+
+
+@contextmanager
+def _connection(ddl: list[str]) -> Iterator[Any]:
+    """A cursor whose default schema holds the tables `ddl` creates (dropped after)."""
+    import duckdb
+
+    global _DATABASE
+    with _DATABASE_LOCK:
+        if _DATABASE is None:
+            _DATABASE = duckdb.connect()
+            atexit.register(_close_database)
+        con = _DATABASE.cursor()  # its own default schema: checks in two threads do not meet
+    schema = f"check_{next(_SCHEMAS)}"
+    con.execute(f'CREATE SCHEMA "{schema}"')
+    con.execute(f'USE "{schema}"')
+    try:
+        for statement in ddl:
+            con.execute(statement)
+        yield con
+    finally:
+        con.execute("USE memory.main")
+        con.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        con.close()
 
 
 def _compiles(con, sql: str) -> str | None:
     import duckdb
 
     try:
-        con.execute(f"DESCRIBE {sql}")
+        con.execute(f"DESCRIBE {sql}").fetchall()
     except duckdb.Error as exc:
         return str(exc).splitlines()[0]
     return None
 
 
-def _sql_problems(spec: UseCaseSpec):
-    con = _connection(spec)
-    try:
-        for name, table in spec.tables.items():
-            for i, rule in enumerate(table.rules):
-                if error := _compiles(con, f'SELECT CAST(({rule.sql}) AS BOOLEAN) FROM "{name}"'):
-                    yield f"tables.{name}.rules[{i}].sql", error
-        for field, expr in (("label.expression", spec.label.expression), ("label.known_when", spec.label.known_when)):
-            if error := _compiles(con, f"SELECT CAST(({expr}) AS BOOLEAN) FROM events"):
-                yield field, error
-        for name, expr in spec.features.derived.items():
-            if error := _compiles(con, f"SELECT {expr} AS x FROM events e"):
-                yield f"features.derived.{name}", error
-        for i, lookup in enumerate(spec.features.lookups):
-            if lookup.table not in spec.tables:
-                continue
-            for name, expr in lookup.columns.items():
-                if error := _compiles(con, f'SELECT {expr} AS x FROM events e, "{lookup.table}" t'):
-                    yield f"features.lookups[{i}].columns.{name}", error
-        if error := _compiles(con, compute.feature_sql(spec)):
-            yield "features", f"the feature query does not compile: {error}"
-    finally:
-        con.close()
+def _expressions_compile(con, source: str, expressions: list[tuple[str, str]]):
+    """(field, error) for each `(field, expression)` that does not bind over `source`. One DESCRIBE of all
+    of them first (a DuckDB bind costs ~1 ms whatever its size); only when that fails is each one bound
+    alone, to name the field. A failure no single expression reproduces is reported for all of them."""
+    together = _compiles(con, _together(source, expressions))
+    if together is None:
+        return
+    found = False
+    for field, expr in expressions:
+        if error := _compiles(con, f"SELECT {expr} AS __x FROM {source}"):
+            found = True
+            yield field, error
+    if not found:
+        yield ", ".join(field for field, _ in expressions), together
 
 
 def _output_problems(spec: UseCaseSpec):
