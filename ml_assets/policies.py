@@ -39,6 +39,8 @@ def partitions_def(spec: UseCaseSpec) -> dg.TimeWindowPartitionsDefinition:
 
 
 # ---- code versions: the files that compute an asset, found from its module's imports --------------------
+# Cached per process: the code location hashes ~40 assets' closures at every load, mostly the same files.
+@cache
 def _module_file(name: str) -> Path | None:
     base = PROJECT_ROOT.joinpath(*name.split("."))
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
@@ -88,8 +90,14 @@ def _code_digest(module: str) -> str:
     digest = hashlib.sha256()
     for name in module_closure(module):
         digest.update(name.encode())
-        digest.update((_module_file(name) or Path("/dev/null")).read_bytes())
+        digest.update(_source(name))
     return digest.hexdigest()
+
+
+@cache
+def _source(name: str) -> bytes:
+    path = _module_file(name)
+    return path.read_bytes() if path is not None else b""
 
 
 def code_version(spec: UseCaseSpec, module: str, *sections: str) -> str:
