@@ -79,10 +79,17 @@ def python_env() -> dict[str, str]:
     return env
 
 
-def run_python(args: list[str], timeout: float) -> tuple[float, str]:
-    """Run `python <args>` in the repo; return (wall seconds, stdout). Raises with stderr on failure."""
+def run_python(args: list[str], timeout: float, env: dict[str, str | None] | None = None) -> tuple[float, str]:
+    """Run `python <args>` in the repo (`env`: overrides, None removes a variable); return (wall seconds,
+    stdout). Raises with stderr on failure."""
+    child = python_env()
+    for name, value in (env or {}).items():
+        if value is None:
+            child.pop(name, None)
+        else:
+            child[name] = value
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, *args], cwd=REPO_ROOT, env=python_env(), capture_output=True,
+    proc = subprocess.run([sys.executable, *args], cwd=REPO_ROOT, env=child, capture_output=True,
                           text=True, timeout=timeout, check=False)
     wall = time.perf_counter() - start
     if proc.returncode != 0:

@@ -20,6 +20,7 @@ TARGETS = {
     "training_share": 0.80,  # of the dense-tensor limit
     "scoring_share": 0.90,  # of the raw forward pass
     "import_s": 1.5,
+    "import_above_dagster_s": 0.4,  # issue #11: both use cases loaded
     "verify_overhead": 0.10,  # sha256 check on every read, share of the unverified read
     "per_step_s": 0.5,
 }
@@ -109,6 +110,12 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         imp = o["imports"]["seconds"]["ml_assets.definitions"]["min"]
         out.append(_target("Code location import < 1.5 s", f"{imp:.2f} s (dagster alone "
                            f"{o['imports']['seconds']['dagster']['min']:.2f} s)", "< 1.5 s", imp < TARGETS["import_s"]))
+        above = o["imports"].get("code_location_minus_dagster_s")
+        if above is not None:
+            bound = o["imports"].get("code_location_sql_bound_minus_dagster_s")
+            out.append(_target("Code location import < 0.4 s above `import dagster` (both use cases)",
+                               f"{above:.2f} s (with every SQL expression bound in DuckDB, the first load on a "
+                               f"machine: {bound:.2f} s)", "< 0.4 s", above < TARGETS["import_above_dagster_s"]))
         steps = o["steps"]
         inproc = steps["in_process"]["per_step_s"]
         executor = o.get("code_location_executor", "")
