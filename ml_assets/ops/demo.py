@@ -39,6 +39,7 @@ def run_demo(platform: Platform, spec: UseCaseSpec, landing: Path, last: str | N
     reproduce = platform.reproduce(spec)
     summary(platform, spec, reproduce)
     trace_sample(platform, spec)
+    serving_state(platform, spec)
     print(f"\nDemo finished in {time.perf_counter() - t0:.0f} s.")
     return 0
 
@@ -91,6 +92,21 @@ def summary(platform: Platform, spec: UseCaseSpec, reproduce) -> None:
         ts = record.training_set
         print(f"  {marker} {record.version}  trained on {ts.train_start}..{ts.train_end}  run {record.run_id[:8]}")
     print(f"Dagster instance (run and asset history): {os.environ.get('DAGSTER_HOME')}  ->  `make ui`")
+
+
+def serving_state(platform: Platform, spec: UseCaseSpec) -> None:
+    """Build what `mlp serve` loads (the serving state of the partition the newest labels serve), so the
+    service answers right after the demo."""
+    from ml_assets.errors import PlatformError
+    from ml_assets.serving.server import build_state
+
+    try:
+        partition = build_state(spec.name, platform=platform)
+    except PlatformError as exc:
+        print(f"\nOnline scoring: no serving state built: {exc}")
+        return
+    print(f"\nOnline scoring: serving state of {partition} built; `mlp --use-case {spec.name} serve` answers "
+          f"POST /v1/{spec.name}/predict for events of {partition} (README: Online scoring).")
 
 
 def trace_sample(platform: Platform, spec: UseCaseSpec) -> None:
