@@ -4,6 +4,7 @@ and applied unchanged at scoring time (no train/serve skew)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -41,27 +42,27 @@ class Preprocessor:
         return [len(self.vocabularies[c]) + 1 for c in self.categorical]
 
     def encode(self, frame: pl.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
-        """(numeric float32 [n, d], categorical int64 [n, k]); nulls -> mean (0 after scaling)."""
-        import polars as pl
+        """(numeric float32 [n, d], categorical int64 [n, k]); nulls -> mean (0 after scaling); a category
+        outside the vocabulary, or null, -> 0."""
         import torch
 
-        num = frame.select(
-            [
-                ((pl.col(c).cast(pl.Float64) - m) / s).fill_null(0.0).fill_nan(0.0).cast(pl.Float32)
-                for c, m, s in zip(self.numeric, self.means, self.stds, strict=True)
-            ]
-        )
-        cat = frame.select(
-            [
-                pl.col(c).cast(pl.String)
-                .replace_strict({v: i + 1 for i, v in enumerate(self.vocabularies[c])}, default=0,
-                                return_dtype=pl.Int64)
-                .fill_null(0)
-                for c in self.categorical
-            ]
-        )
+        numeric, categorical = self._expressions
         # Row-major straight from Polars: its default (column-major) would cost a second copy in torch.
-        return torch.from_numpy(num.to_numpy(order="c")), torch.from_numpy(cat.to_numpy(order="c"))
+        return (torch.from_numpy(frame.select(numeric).to_numpy(order="c")),
+                torch.from_numpy(frame.select(categorical).to_numpy(order="c")))
+
+    @cached_property
+    def _expressions(self) -> tuple[list[pl.Expr], list[pl.Expr]]:
+        """Built once per preprocessor: building them cost ~2 ms per call, most of a one-row request.
+        A category is its index in an Enum of the vocabulary, + 1 (a non-strict cast makes any other value
+        null, then 0): the same codes as a lookup table, at half the cost of `replace_strict` on 1M rows."""
+        import polars as pl
+
+        numeric = [((pl.col(c).cast(pl.Float64) - m) / s).fill_null(0.0).fill_nan(0.0).cast(pl.Float32)
+                   for c, m, s in zip(self.numeric, self.means, self.stds, strict=True)]
+        categorical = [(pl.col(c).cast(pl.String).cast(pl.Enum(list(self.vocabularies[c])), strict=False)
+                        .to_physical().cast(pl.Int64) + 1).fill_null(0).alias(c) for c in self.categorical]
+        return numeric, categorical
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
