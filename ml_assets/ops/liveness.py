@@ -8,6 +8,12 @@ slot. So every run records which process executes it (`ml/worker_pid`, `ml/worke
 daemon's `run_reaper` sensor (every 30 s), before every `mlp` command and before every replay tick.
 The partition file lock is released by the kernel when the process dies; the queue slot is freed
 once the run is FAILED, and the instance's run retries then re-execute it (when the daemon runs).
+
+A retry (or any re-execution) copies its parent's tags, so until its own worker records itself it
+names the parent's, dead, worker: such inherited tags are no evidence and the run is not reaped
+(should it die before recording itself, the code server that launched it still reports its death).
+Without this, any reap between the retry's launch and its resources being built (`mlp` on this host,
+or a `run_reaper` tick) marked the healthy retry FAILED while its worker went on writing.
 """
 
 from __future__ import annotations
@@ -56,6 +62,13 @@ def worker_alive(tags: dict[str, str]) -> bool | None:
     return start is not None and start == tags.get(START_TAG, start)
 
 
+def inherited_worker(instance: Any, run: Any) -> bool:
+    """True when the run's worker tags are its parent run's, copied at re-execution: not its own worker yet."""
+    parent_id = run.tags.get("dagster/parent_run_id")
+    parent = instance.get_run_by_id(parent_id) if parent_id else None
+    return parent is not None and all(parent.tags.get(k) == run.tags.get(k) for k in (PID_TAG, HOST_TAG, START_TAG))
+
+
 def reap_dead_runs(instance: Any) -> list[str]:
     """Mark FAILED every in-progress run whose worker process on this host is gone; return their ids."""
     import dagster as dg
@@ -64,7 +77,7 @@ def reap_dead_runs(instance: Any) -> list[str]:
     reaped = []
     runs = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING]))
     for run in runs:
-        if worker_alive(run.tags) is not False:
+        if worker_alive(run.tags) is not False or inherited_worker(instance, run):
             continue
         message = (f"run worker process {run.tags[PID_TAG]} on {run.tags[HOST_TAG]} is gone (killed or crashed) "
                    "while the run was in progress; marked failed by the platform's run reaper")
