@@ -16,6 +16,7 @@ from polars.testing import assert_frame_equal
 from ml_assets import tables
 from ml_assets.keys import UseCaseJobs, UseCaseKeys
 from ml_assets.serving.app import ServingConfig, create_app
+from ml_assets.serving.log import COLUMNS, PROVENANCE, PredictionLog, read_segments
 from ml_assets.serving.state import OnlineFeatures, load_state
 from resources import build_resources
 
@@ -201,7 +202,7 @@ def test_online_predictions_land_as_a_verified_partition(served, materialized, s
     lake = materialized.resources["lakehouse"]
     landed, receipts = tables.read_partitions(materialized.platform, lake, spec, keys.online_predictions, [DAY])
     batch, _ = tables.read_partitions(materialized.platform, lake, spec, keys.predictions, [DAY])
-    assert landed.columns == [*batch.columns, "source", "request_id", "scored_at"]
+    assert landed.columns == [*batch.columns, "source", "request_id", "scored_at", *PROVENANCE]
     mine = landed.filter(pl.col("request_id") == "landing-test")
     assert mine.height == 40 and set(mine["source"]) == {"online"}
     assert set(mine["prediction_id"]) == {p["prediction_id"] for p in r.json()["predictions"]}
@@ -224,6 +225,22 @@ def test_online_predictions_land_as_a_verified_partition(served, materialized, s
         with open(segment, "r+b") as handle:
             handle.seek(5)
             handle.write(byte)
+
+
+def test_the_log_keeps_the_scoring_provenance_and_a_row_without_it_lands_with_nulls(tmp_path):
+    """state_partition / state_storage_id / pointer_sequence round-trip through a real segment; a row
+    written without them (a service that does not log them) reads back as null, never as a guess."""
+    lake = build_resources(lakehouse_root=str(tmp_path / "lake"))["lakehouse"]
+    log = PredictionLog(lake, "flight_delay")
+    base = {"event_id": "e1", "partition_date": "2013-02-03", "prediction_id": "v-1/e1", "model_version": "v-1",
+            "probability": 0.25, "predicted_positive": False, "source": "online", "request_id": "r1",
+            "scored_at": "2013-02-03T10:00:00.000000+00:00"}
+    log.append([{**base, "state_partition": "2013-02-03", "state_storage_id": 42, "pointer_sequence": 3},
+                {**base, "event_id": "e2", "prediction_id": "v-1/e2"}])
+    assert log.flush() == 2
+    frame, segments = read_segments(lake, "flight_delay", "2013-02-03")
+    assert frame.columns == list(COLUMNS) and [s["rows"] for s in segments] == [2]
+    assert frame.select(PROVENANCE).rows() == [("2013-02-03", 42, 3), (None, None, None)]
 
 
 def test_no_model_in_production_is_503_with_the_reason(tmp_path, spec):

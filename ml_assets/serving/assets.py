@@ -113,8 +113,10 @@ def _online_predictions(spec: UseCaseSpec) -> dg.AssetsDefinition:
         deps=[keys.serving_state, keys.production_model],
         description="Every prediction the online service returned for events of the partition, from its "
         "append-only log (JSONL segments, each verified against its checksum): the batch predictions' columns "
-        "plus `source` ('online'), `request_id` and `scored_at`. A re-scored event (a client retry) keeps "
-        "every row.",
+        "plus `source` ('online'), `request_id` and `scored_at`, and the scoring's provenance (`state_partition`, "
+        "`state_storage_id`, `pointer_sequence`; null where the service did not log it, counted in the "
+        "metadata). A re-scored event (a client retry) keeps every row. Read by drift, realized performance, "
+        "model health and `mlp trace`.",
         kinds={"parquet"},
         partitions_def=partitions_def(spec),
         backfill_policy=dg.BackfillPolicy.single_run(),
@@ -141,7 +143,9 @@ def _online_predictions(spec: UseCaseSpec) -> dg.AssetsDefinition:
                                                       "model_versions": ", ".join(sorted(
                                                           frame.get_column("model_version").unique())) or "-",
                                                       "distinct_events": frame.get_column(compute.EVENT_ID)
-                                                      .n_unique()}})
+                                                      .n_unique(),
+                                                      "rows_without_state_provenance": frame.get_column(
+                                                          "state_partition").null_count()}})
                 shas[pkey] = written[pkey].sha256
             return dg.MaterializeResult(data_version=tables.data_version(shas))
 

@@ -6,7 +6,10 @@ lakehouse with a `.sha256` file beside it (written after the segment: a segment 
 an unfinished flush and is not read). Nothing is ever appended to or rewritten in place, so the same
 code works on object stores. The `online_predictions` asset lands a partition's segments as one
 Parquet file (sha256 in its materialization), with the batch predictions' columns plus `source`,
-`request_id` and `scored_at`.
+`request_id` and `scored_at`, and the scoring's provenance: `state_partition` and `state_storage_id`
+(the serving_state materialization whose features were scored) and `pointer_sequence` (the production
+pointer of the model snapshot). Those three are nullable: a row written without them lands with nulls,
+and `mlp trace` says "not recorded" rather than guessing.
 
 Trade-off: a worker killed between flushes loses up to `flush_seconds` of log rows (the response was
 already sent). The service flushes on shutdown, and every `flush_seconds` or `flush_rows`.
@@ -29,7 +32,8 @@ LOG_FOLDER = "online_log"
 SOURCE = "online"
 # The batch predictions' columns (ml_assets/predictions/assets.py), then the online ones.
 COLUMNS = ("event_id", "partition_date", "prediction_id", "model_version", "probability", "predicted_positive",
-           "source", "request_id", "scored_at")
+           "source", "request_id", "scored_at", "state_partition", "state_storage_id", "pointer_sequence")
+PROVENANCE = ("state_partition", "state_storage_id", "pointer_sequence")  # nullable: null = not recorded
 
 
 def log_folder(lakehouse: Any, use_case: str, partition: str) -> str:
@@ -138,7 +142,15 @@ def schema() -> dict[str, Any]:
 
     return {"event_id": pl.String, "partition_date": pl.String, "prediction_id": pl.String,
             "model_version": pl.String, "probability": pl.Float64, "predicted_positive": pl.Boolean,
-            "source": pl.String, "request_id": pl.String, "scored_at": pl.String}
+            "source": pl.String, "request_id": pl.String, "scored_at": pl.String,
+            "state_partition": pl.String, "state_storage_id": pl.Int64, "pointer_sequence": pl.Int64}
+
+
+def landed_schema() -> dict[str, Any]:
+    """The columns of a landed `online_predictions` partition (the log's, with a Date partition)."""
+    import polars as pl
+
+    return {**schema(), "partition_date": pl.Date}
 
 
 def now_iso() -> str:
