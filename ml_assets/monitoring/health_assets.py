@@ -6,6 +6,12 @@ Labels and label delay: the estimate (CBPE) exists as soon as a partition is sco
 figures exist once `labels[p]` is materialized (a partition without labels gets an estimate-only
 record and is rewritten when the daily job runs again); they are *known* only from data time
 p + label delay (`labels_known_at`), and the check and the performance sensor use them only then.
+
+Sources: the rule judges the batch source (`predictions`: every event of the partition, once, by the
+version the pointer named; the population the promise was measured on). The landed online predictions
+(`online_predictions`, each (event, version) once, the latest answer) get their own figures per version
+beside it, and the skew between the two paths on the events both scored with the same version; they
+are evidence, not judged, so no event is counted twice and the rule's Bonferroni count is unchanged.
 """
 
 import json
@@ -20,6 +26,16 @@ from ml_assets.errors import fatal_errors
 from ml_assets.features import compute
 from ml_assets.keys import UseCaseKeys
 from ml_assets.monitoring import health
+from ml_assets.monitoring.assets import (
+    BATCH,
+    NONE,
+    ONLINE,
+    distinct_online,
+    file_evidence,
+    online_dependency,
+    online_summary,
+    read_online,
+)
 from ml_assets.policies import asset_defaults, code_version, partitions_def
 from ml_assets.spec import UseCaseSpec
 from ml_assets.text import markdown_table
@@ -73,13 +89,15 @@ def _model_health(spec: UseCaseSpec) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=keys.model_health,
-        deps=[keys.predictions, keys.labels, keys.features, keys.model_evaluation],
+        deps=[keys.predictions, keys.labels, keys.features, keys.model_evaluation, online_dependency(spec)],
         description="Per partition: realized AUROC (DeLong standard error; also per slice value) and ECE of the "
         "served predictions, the "
         "CBPE estimate from their probabilities (available before labels), the serving version's promised figures "
         "(its evaluation) and the gap, and its age in data time. Realized figures count from partition + label "
         f"delay. Check: below promise by more than {mon.performance_margin} AUROC for "
-        f"{mon.performance_warn_partitions} partitions warns, {mon.performance_error_partitions} errors.",
+        f"{mon.performance_warn_partitions} partitions warns, {mon.performance_error_partitions} errors. The rule "
+        "judges batch `predictions`; landed `online_predictions` get their own figures per version (and the "
+        "batch/online skew on events both scored), named with their file, or 'online: none'.",
         kinds={"numpy", "polars"},
         check_specs=[dg.AssetCheckSpec(PERFORMANCE_CHECK, asset=keys.model_health,
                                        description="Warns, then errors, when the serving version stays below its "
@@ -107,8 +125,16 @@ def _model_health(spec: UseCaseSpec) -> dg.AssetsDefinition:
         slices = list(spec.evaluation.slices)
         feats, feature_receipts = tables.read_partitions(context, lakehouse, spec, keys.features, partitions,
                                                          columns=[compute.EVENT_ID, *slices]) if slices else (None, {})
+        online, online_receipts = read_online(context, lakehouse, spec, partitions)
+        distinct = distinct_online(online)
         ledger = Ledger(context.instance, lakehouse, registry, spec.name)
         versions: dict[str, tuple[Any, dict[str, Any] | None]] = {}
+
+        def version_of(v: str) -> tuple[Any, dict[str, Any] | None]:
+            if v not in versions:
+                versions[v] = (ledger.record(v), promise(ledger, v))
+            return versions[v]
+
         records: dict[str, dict[str, Any]] = {}
         shas: dict[str, str] = {}
         for p in partitions:
@@ -116,9 +142,7 @@ def _model_health(spec: UseCaseSpec) -> dg.AssetsDefinition:
             part = preds.filter(pl.col(compute.PARTITION) == p)
             served = part.get_column(MODEL_VERSION).value_counts(sort=True) if part.height else None
             version = served.get_column(MODEL_VERSION)[0] if served is not None else None
-            if version is not None and version not in versions:
-                versions[version] = (ledger.record(version), promise(ledger, version))
-            record, promised = versions.get(version, (None, None))
+            record, promised = version_of(version) if version is not None else (None, None)
             labelled = part.join(labels, on=compute.EVENT_ID, how="inner") if pkey in label_receipts else None
             if labelled is not None and feats is not None:
                 labelled = labelled.join(feats.select(compute.EVENT_ID, *slices), on=compute.EVENT_ID, how="left")
@@ -127,6 +151,24 @@ def _model_health(spec: UseCaseSpec) -> dg.AssetsDefinition:
                 trained_to = date.fromisoformat(record.training_set.train_end)
                 doc |= {"trained_to": trained_to.isoformat(), "age_partitions": model_age(spec, p, trained_to)}
             doc["served_versions"] = sorted(served.get_column(MODEL_VERSION).to_list()) if served is not None else []
+            online_doc = None
+            if pkey in online_receipts:
+                mine = distinct.filter(pl.col(compute.PARTITION) == p)
+                online_labels = mine.join(labels, on=compute.EVENT_ID, how="inner") if pkey in label_receipts \
+                    else None
+                online_doc = {"file": file_evidence(online_receipts[pkey],
+                                                    predictions=online.filter(pl.col(compute.PARTITION) == p).height,
+                                                    distinct=mine.height,
+                                                    labelled=online_labels.height if online_labels is not None
+                                                    else None),
+                              "versions": _online_versions(spec, pkey, mine, online_labels, version_of),
+                              "skew": _skew(part, mine)}
+            doc["judged_source"] = BATCH
+            doc["sources"] = {BATCH: {"file": file_evidence(pred_receipts[pkey], predictions=part.height,
+                                                            labelled=labelled.height if labelled is not None
+                                                            else None)},
+                              ONLINE: online_doc}
+            doc[ONLINE] = online_summary(online_doc["file"] if online_doc else None)
             stored = lakehouse.write_json(lakehouse.partition_uri(spec.name, keys.model_health.path[-1], pkey, "json"),
                                           doc)
             shas[pkey], records[pkey] = stored.sha256, doc
@@ -135,6 +177,8 @@ def _model_health(spec: UseCaseSpec) -> dg.AssetsDefinition:
                 inputs[keys.labels.to_user_string()] = {pkey: label_receipts[pkey].storage_id}
             if pkey in feature_receipts:
                 inputs[keys.features.to_user_string()] = {pkey: feature_receipts[pkey].storage_id}
+            if pkey in online_receipts:
+                inputs[keys.online_predictions.to_user_string()] = {pkey: online_receipts[pkey].storage_id}
             context.add_asset_metadata({**_metadata(doc), "uri": dg.MetadataValue.path(stored.uri),
                                         "sha256": stored.sha256, "input_receipts": dg.MetadataValue.json(inputs)},
                                        partition_key=pkey)
@@ -164,8 +208,36 @@ def _model_health(spec: UseCaseSpec) -> dg.AssetsDefinition:
     return model_health
 
 
+def _online_versions(spec: UseCaseSpec, pkey: str, part: Any, labelled: Any, version_of: Any
+                     ) -> dict[str, dict[str, Any]]:
+    """Per model version that answered online: its figures (estimate, realized once labelled, promise, gap)
+    over its distinct online predictions, as `_figures` computes them for batch (without slices)."""
+    import polars as pl
+
+    out = {}
+    for v in sorted(part.get_column(MODEL_VERSION).unique().to_list()):
+        record, promised = version_of(v)
+        mine = labelled.filter(pl.col(MODEL_VERSION) == v) if labelled is not None else None
+        doc = _figures(spec, pkey, part.filter(pl.col(MODEL_VERSION) == v), mine, record, promised, slices=False)
+        out[v] = {k: doc[k] for k in ("rows", health.REALIZED, health.ESTIMATED, "gap", "estimate_error")}
+        out[v]["promised_auroc"] = (promised or {}).get("auroc")
+    return out
+
+
+def _skew(batch: Any, online: Any) -> dict[str, Any]:
+    """Training/serving skew as the two paths saw it: on the events both scored with the same version,
+    how far the online probability is from the batch one (the same features and weights give equal ones)."""
+    both = batch.select(compute.EVENT_ID, MODEL_VERSION, PROBABILITY).join(
+        online.select(compute.EVENT_ID, MODEL_VERSION, PROBABILITY), on=[compute.EVENT_ID, MODEL_VERSION],
+        how="inner", suffix="_online")
+    if not both.height:
+        return {"events": 0, "max_abs_difference": None, "mean_abs_difference": None}
+    diff = (both.get_column(PROBABILITY) - both.get_column(PROBABILITY + "_online")).abs()
+    return {"events": both.height, "max_abs_difference": float(diff.max()), "mean_abs_difference": float(diff.mean())}
+
+
 def _figures(spec: UseCaseSpec, pkey: str, part: Any, labelled: Any, record: Any,
-             promised: dict[str, Any] | None) -> dict[str, Any]:
+             promised: dict[str, Any] | None, slices: bool = True) -> dict[str, Any]:
     """One partition's record: estimate from all served probabilities, realized figures from the labelled
     ones (DeLong SE; ECE through the same metric function as realized_performance), the promise, the gaps."""
     import numpy as np
@@ -183,7 +255,7 @@ def _figures(spec: UseCaseSpec, pkey: str, part: Any, labelled: Any, record: Any
         threshold = record.threshold if record is not None else 0.5
         metrics = binary_metrics(torch.tensor(prob, dtype=torch.float32), torch.tensor(y), threshold, bins)
         realized = {"auroc": auroc, "auroc_se": se, "ece": metrics["ece"], "positive_rate": float(np.mean(y)),
-                    "rows": labelled.height, health.SLICES: _slices(spec, labelled)}
+                    "rows": labelled.height, health.SLICES: _slices(spec, labelled) if slices else {}}
     promised_auroc = (promised or {}).get("auroc")
 
     def gap(figure: dict[str, Any] | None) -> float | None:
@@ -227,4 +299,15 @@ def _metadata(doc: dict[str, Any]) -> dict[str, Any]:
         for name, value in (doc[source] or {}).items():
             if name != health.SLICES:
                 flat[f"{source}_{name}"] = value
-    return {k: r(v) for k, v in flat.items() if v is not None}
+    online = (doc.get("sources") or {}).get(ONLINE)
+    flat |= {"judged_source": doc.get("judged_source"), ONLINE: doc.get(ONLINE, NONE)}
+    if online:
+        flat |= {"online_predictions": online["file"]["predictions"], "online_distinct": online["file"]["distinct"],
+                 "online_skew_max": online["skew"]["max_abs_difference"]}
+        main = online["versions"].get(doc.get("model_version") or "") or {}
+        flat |= {"online_realized_auroc": (main.get(health.REALIZED) or {}).get("auroc"),
+                 "online_estimated_auroc": (main.get(health.ESTIMATED) or {}).get("auroc")}
+    out = {k: r(v) for k, v in flat.items() if v is not None}
+    if online:
+        out["sources"] = dg.MetadataValue.json(doc["sources"])
+    return out
