@@ -5,6 +5,15 @@ prediction row -> predictions partition -> model version and the pointer in forc
 report -> training set and its per-partition receipts -> the scored feature partition -> the raw
 partitions, quarantine and landed source files behind it. Every file at every hop is verified
 against the sha256 recorded when it was written; a hop that does not verify says why.
+
+Online predictions are traced too: an id is looked up in batch `predictions` and in the landed
+`online_predictions` (read verified). Batch and online ids coincide when both paths scored an event
+with the same version; the trace then lists every record with its source (and, online, request_id and
+scored_at), follows the batch one to the raw bytes, and adds for each online answer its landed file,
+the production pointer in force at scored_at and the serving_state materialization it was scored with
+(when the log recorded it: `state_partition` / `state_storage_id`; "not recorded" otherwise). An online
+answer with no batch record is traced through the version's weights, decision and training set, and
+the serving state's inputs.
 """
 
 from __future__ import annotations
@@ -15,10 +24,12 @@ from typing import Any
 from pydantic import computed_field
 
 from ml_assets.audit.ledger import Hop, Ledger, Materialization, sha256_file
-from ml_assets.errors import MissingDataError, PlatformError
+from ml_assets.errors import IntegrityError, MissingDataError, PlatformError
 from ml_assets.features.compute import EVENT_ID
 from ml_assets.keys import EVIDENCE_TAG, SENSOR_NAME_TAG, TRIGGER_TAG
 from ml_assets.records import Record, TrainingSetRef
+
+BATCH, ONLINE = "batch", "online"
 
 
 class Trace(Record):
@@ -27,6 +38,8 @@ class Trace(Record):
     partition: str
     model_version: str
     probability: float
+    source: str = BATCH  # the record the hops follow to raw bytes (batch when there is one)
+    records: list[dict[str, Any]] = []  # every recorded prediction with this id: source, request_id, scored_at...
     hops: list[Hop]
 
     @computed_field
@@ -46,6 +59,19 @@ def split_id(identifier: str) -> tuple[str | None, str]:
 def find_prediction(ledger: Ledger, identifier: str) -> tuple[Materialization, dict[str, Any]]:
     """The predictions materialization holding the row, and the row. With a version, the one scored by
     that version; with an event id alone, the newest scoring of it."""
+    found = _find_batch(ledger, identifier)
+    if found is None:
+        raise _not_found(ledger, identifier)
+    return found
+
+
+def _not_found(ledger: Ledger, identifier: str) -> MissingDataError:
+    version, _ = split_id(identifier)
+    return MissingDataError(f"{ledger.use_case}: no recorded prediction (batch or online) has id {identifier!r}"
+                            + ("" if version else " (event ids look like the predictions' event_id column)"))
+
+
+def _find_batch(ledger: Ledger, identifier: str) -> tuple[Materialization, dict[str, Any]] | None:
     import polars as pl
 
     version, event_id = split_id(identifier)
@@ -61,26 +87,227 @@ def find_prediction(ledger: Ledger, identifier: str) -> tuple[Materialization, d
         row = frame.filter(pl.col(EVENT_ID) == event_id)
         if row.height:
             return m, row.row(0, named=True)
-    raise MissingDataError(f"{ledger.use_case}: no recorded prediction has id {identifier!r}"
-                           + ("" if version else " (event ids look like the predictions' event_id column)"))
+    return None
+
+
+def find_online(ledger: Ledger, identifier: str, partition: str | None = None
+                ) -> tuple[list[tuple[Materialization, dict[str, Any]]], list[Hop]]:
+    """The landed online answers with this id (every row: a retry is an answer too), each with the
+    materialization holding it, oldest first; and a BAD hop for every landed file that could not be
+    read verified (the search through it is incomplete, and the trace says so). Only the newest
+    landing of each partition is read (a re-landing holds every segment). `partition`: where to look
+    (the batch record's); else every landed partition, newest first, until found. With an event id
+    alone: the answers of the newest-scored version."""
+    import polars as pl
+
+    version, event_id = split_id(identifier)
+    newest: dict[str, Materialization] = {}
+    for m in ledger.all(ledger.keys.online_predictions):
+        if m.partition is not None and (partition is None or m.partition == partition):
+            newest[m.partition] = m
+    rows: list[tuple[Materialization, dict[str, Any]]] = []
+    bad: list[Hop] = []
+    for p in sorted(newest, reverse=True):
+        m = newest[p]
+        try:
+            frame = ledger.lakehouse.read_parquet(str(m.metadata["uri"]), str(m.metadata["sha256"]),
+                                                  what=f"asset {m.key.to_user_string()}, partition {p}")
+        except PlatformError as exc:
+            bad.append(ledger.file_hop("online_predictions", f"online_predictions {p} (searched)", m)
+                       .model_copy(update={"verified": False, "detail": str(exc)}))
+            continue
+        hit = frame.filter(pl.col(EVENT_ID) == event_id)
+        if version is not None:
+            hit = hit.filter(pl.col("model_version") == version)
+        elif hit.height:
+            hit = hit.filter(pl.col("model_version") == hit.sort("scored_at").get_column("model_version")[-1])
+        if hit.height:
+            rows += [(m, r) for r in hit.sort("scored_at", "request_id").iter_rows(named=True)]
+            break
+    return rows, bad
+
+
+def _record(source: str, m: Materialization, row: dict[str, Any]) -> dict[str, Any]:
+    out = {"source": source, "prediction_id": row["prediction_id"], "model_version": row["model_version"],
+           "partition": m.partition, "probability": float(row["probability"]),
+           "predicted_positive": bool(row["predicted_positive"]), "asset": m.key.to_user_string(),
+           "storage_id": m.storage_id, "uri": m.metadata.get("uri"), "sha256": m.metadata.get("sha256")}
+    if source == ONLINE:
+        out |= {k: row.get(k) for k in ("request_id", "scored_at", "state_partition", "state_storage_id",
+                                         "pointer_sequence")}
+    return out
 
 
 def trace(ledger: Ledger, identifier: str) -> Trace:
-    m, row = find_prediction(ledger, identifier)
+    batch = _find_batch(ledger, identifier)
+    if batch is not None:  # the online answers of the same (event, version) sit in the same partition
+        online, bad = find_online(ledger, str(batch[1]["prediction_id"]), batch[0].partition)
+    else:
+        online, bad = find_online(ledger, identifier)
+    if batch is None and not online:
+        if bad:  # unreadable landed files may hold it: that is not "no such prediction"
+            raise IntegrityError(f"{ledger.use_case}: no readable record has id {identifier!r}, and "
+                                 + "; ".join(h.detail for h in bad))
+        raise _not_found(ledger, identifier)
+    records = ([_record(BATCH, *batch)] if batch else []) + [_record(ONLINE, m, r) for m, r in online]
+    hops: list[Hop] = []
+    if batch is not None:
+        m, row = batch
+        version = str(row["model_version"])
+        hops += _batch_hops(ledger, m, row)
+    else:
+        m, row = online[-1]
+        version = str(row["model_version"])
+    hops += _online_hops(ledger, online, with_model=batch is None) + bad + _training_hops(ledger, version)
+    hops += _scored_feature_hops(ledger, batch[0]) if batch is not None else _state_input_hops(ledger, online)
+    return Trace(prediction_id=str(row["prediction_id"]), event_id=str(row[EVENT_ID]), partition=m.partition or "",
+                 model_version=version, probability=float(row["probability"]),
+                 source=BATCH if batch is not None else ONLINE, records=records, hops=hops)
+
+
+def _batch_hops(ledger: Ledger, m: Materialization, row: dict[str, Any]) -> list[Hop]:
     version = str(row["model_version"])
     hops = [Hop(kind="prediction", title="prediction row",
                 ids={"prediction_id": row["prediction_id"], "event_id": row[EVENT_ID], "partition": m.partition,
-                     "probability": round(float(row["probability"]), 6),
+                     "source": BATCH, "probability": round(float(row["probability"]), 6),
                      "predicted_positive": bool(row["predicted_positive"])},
                 detail="scored by " + version),
             ledger.file_hop("predictions", "predictions partition", m, model_version=version,
                             pointer_sequence=m.metadata.get("pointer_sequence"),
                             weights_sha256=m.metadata.get("weights_sha256"), threshold=m.metadata.get("threshold"))]
-    hops += _model_hops(ledger, m, version)
-    hops += _training_hops(ledger, version)
-    hops += _scored_feature_hops(ledger, m)
-    return Trace(prediction_id=str(row["prediction_id"]), event_id=str(row[EVENT_ID]), partition=m.partition or "",
-                 model_version=version, probability=float(row["probability"]), hops=hops)
+    return hops + _model_hops(ledger, m, version)
+
+
+NOT_RECORDED = "not recorded"
+
+
+def _online_hops(ledger: Ledger, online: list[tuple[Materialization, dict[str, Any]]], with_model: bool
+                 ) -> list[Hop]:
+    """Per online answer: its row, its landed file (once), the pointer in force at scored_at and the
+    serving state it was scored with. `with_model`: also the version's weights and the change and
+    decision behind its pointer (when no batch record already traced them)."""
+    hops: list[Hop] = []
+    files: set[int] = set()
+    models: set[str] = set()
+    for m, row in online:
+        version = str(row["model_version"])
+        state = row.get("state_partition")
+        hops.append(Hop(kind="prediction", title="online prediction row",
+                        ids={"prediction_id": row["prediction_id"], "event_id": row[EVENT_ID],
+                             "partition": m.partition, "source": ONLINE, "request_id": row.get("request_id"),
+                             "scored_at": row.get("scored_at"), "probability": round(float(row["probability"]), 6),
+                             "predicted_positive": bool(row["predicted_positive"]),
+                             "state_partition": state or NOT_RECORDED},
+                        detail="answered by " + version))
+        if m.storage_id not in files:
+            files.add(m.storage_id)
+            hops.append(ledger.file_hop("online_predictions", "online_predictions partition", m,
+                                        segments=m.metadata.get("segments"),
+                                        model_versions=m.metadata.get("model_versions")))
+        if with_model and version not in models:
+            models.add(version)
+            hops.append(_weights_hop(ledger, version))
+        pointer = _online_pointer(ledger, version, row)
+        hops.append(pointer[0])
+        if with_model and pointer[1] is not None and f"{version}:{pointer[1].storage_id}" not in models:
+            models.add(f"{version}:{pointer[1].storage_id}")
+            hops.append(_change_hop(ledger, pointer[1]))
+            hops += _decision_hops(ledger, version, pointer[1])
+        hops.append(_state_hop(ledger, m, row)[0])
+    return hops
+
+
+def _scored_at(row: dict[str, Any]) -> float | None:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(str(row.get("scored_at"))).timestamp()
+    except ValueError:
+        return None
+
+
+def _weights_hop(ledger: Ledger, version: str) -> Hop:
+    """The version's weights, verified against the sha256 its training run registered."""
+    uri, sha = None, None
+    try:
+        ledger.weights(version)
+        uri, sha = ledger.record(version).artifact_uri, str(ledger.recorded_version(version).metadata["weights_sha256"])
+        ok, problem = True, ""
+    except PlatformError as exc:
+        ok, problem = False, str(exc)
+    return Hop(kind="model", title="model weights", ids={"model_version": version}, uri=uri, sha256=sha,
+               verified=ok, detail=problem)
+
+
+def _online_pointer(ledger: Ledger, version: str, row: dict[str, Any]) -> tuple[Hop, Materialization | None]:
+    """The production pointer behind an online answer: the one whose sequence the log recorded, else the
+    newest that named the version at or before scored_at (the service swaps after a poll and keeps the
+    old snapshot for a grace period, so a newer pointer may already have been in force)."""
+    title = "production pointer (online answer)"
+    pointers = ledger.all(ledger.keys.production_model)
+    sequence = row.get("pointer_sequence")
+    at = _scored_at(row)
+    if sequence is not None:
+        chosen = next((p for p in pointers if p.metadata.get("sequence") == sequence), None)
+        how = f"the sequence the log recorded ({sequence})"
+    else:
+        before = [p for p in pointers if at is not None and p.timestamp <= at]
+        chosen = next((p for p in reversed(before) if p.metadata.get("model_version") == version), None)
+        how = "the newest pointer naming this version at scored_at (the log does not record the sequence)"
+        if chosen is not None and before[-1] is not chosen:
+            newer = before[-1].metadata
+            how += (f"; pointer sequence {newer.get('sequence')} ({newer.get('model_version')}) was newer: answered "
+                    "within the swap's grace period")
+    if chosen is None or chosen.metadata.get("model_version") != version:
+        return Hop(kind="online_pointer", title=title, ids={"model_version": version, "scored_at": row.get("scored_at"),
+                                                            "pointer_sequence": sequence},
+                   verified=False, detail=f"no production pointer put {version} in production before this answer"
+                   ), None
+    hop = ledger.file_hop("online_pointer", title, chosen, "pointer_uri", "pointer_sha256",
+                          sequence=chosen.metadata.get("sequence"), model_version=version,
+                          weights_sha256=chosen.metadata.get("weights_sha256"))
+    return hop.model_copy(update={"detail": (hop.detail + " " + how).strip()}), chosen
+
+
+def _state_hop(ledger: Ledger, m: Materialization, row: dict[str, Any]) -> tuple[Hop, Materialization | None]:
+    """The serving_state materialization the answer's features came from, as the log recorded it."""
+    key = ledger.keys.serving_state
+    state, storage_id = row.get("state_partition"), row.get("state_storage_id")
+    title = f"{key.to_user_string()} {state or ''} (scored with)".replace("  ", " ")
+    if storage_id is not None:
+        found = ledger.by_storage_id(key, int(storage_id))
+        if found is None:
+            return Hop(kind="serving_state", title=title, ids={"storage_id": storage_id}, verified=False,
+                       detail="the instance holds no such materialization"), None
+        return ledger.file_hop("serving_state", title, found), found
+    if state:
+        at = _scored_at(row)
+        found = next((s for s in reversed(ledger.all(key)) if s.partition == state and at is not None
+                      and s.timestamp <= at), None)
+        if found is None:
+            return Hop(kind="serving_state", title=title, verified=False,
+                       detail=f"no materialization of partition {state} precedes scored_at"), None
+        hop = ledger.file_hop("serving_state", title, found)
+        return hop.model_copy(update={"detail": (hop.detail + " the newest materialization at scored_at (the log "
+                                                 "records the partition, not the storage id)").strip()}), found
+    return Hop(kind="serving_state", title=f"{key.to_user_string()} (scored with)", ids={"partition": m.partition},
+               detail="the online log did not record the serving state (state_partition / state_storage_id are "
+               "null: written by a service that does not log them)"), None
+
+
+def _state_input_hops(ledger: Ledger, online: list[tuple[Materialization, dict[str, Any]]]) -> list[Hop]:
+    """What the recorded serving states read (raw partitions, dimensions, labels), once per state."""
+    hops: list[Hop] = []
+    seen: set[int] = set()
+    for m, row in online:
+        state = _state_hop(ledger, m, row)[1]
+        if state is None or state.storage_id in seen:
+            continue
+        seen.add(state.storage_id)
+        for asset, parts in sorted((state.metadata.get("input_receipts") or {}).items()):
+            for partition, storage_id in sorted(parts.items()):
+                hops += _materialization_hops(ledger, asset, partition, storage_id, "serving state", depth=0)
+    return hops
 
 
 def _model_hops(ledger: Ledger, scored: Materialization, version: str) -> list[Hop]:
@@ -273,7 +500,13 @@ def render(t: Trace, verbose: bool = False) -> str:
 
     from ml_assets.audit.ledger import summary_line
 
-    lines = [f"prediction {t.prediction_id}  p={t.probability:.4f}  partition {t.partition}"]
+    lines = [f"prediction {t.prediction_id}  p={t.probability:.4f}  partition {t.partition}  "
+             f"(hops follow the {t.source} record)"]
+    for r in t.records:
+        extra = "" if r["source"] != ONLINE else "  " + "  ".join(
+            f"{k}={r.get(k) if r.get(k) is not None else NOT_RECORDED}"
+            for k in ("request_id", "scored_at", "state_partition"))
+        lines.append(f"  {r['source']:<6} p={r['probability']:.6f}  partition {r['partition']}{extra}")
     for key, run in groupby(t.hops, key=lambda h: None if verbose else _group(h)):
         hops = list(run)
         if key is None or len(hops) < 3:

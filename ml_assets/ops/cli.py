@@ -225,8 +225,10 @@ def parser() -> argparse.ArgumentParser:
     sh = command("show", cmd_show, "one version: card, evaluation, decision, pointer history, lineage")
     sh.add_argument("version")
     sh.add_argument("--json", action="store_true")
-    tr = command("trace", cmd_trace, "trace a prediction (or event) id to raw bytes, verifying every hash")
-    tr.add_argument("id", help="a prediction id `<version>/<event id>`, or an event id (its newest prediction)")
+    tr = command("trace", cmd_trace, "trace a prediction (or event) id, batch or online, to raw bytes, verifying "
+                 "every hash")
+    tr.add_argument("id", help="a prediction id `<version>/<event id>`, or an event id (its newest prediction); "
+                    "batch and online records with the same id are all listed, with their source")
     tr.add_argument("--json", action="store_true", help="every hop as JSON")
     tr.add_argument("--verbose", action="store_true", help="list every partition, not ranges")
     ex = command("explain", cmd_explain, "feature attributions of a prediction, or why it changed (model vs data)")
