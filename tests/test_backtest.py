@@ -126,3 +126,52 @@ def test_backtest_records_what_was_served_and_reruns_identically(backtested):
     means = doc["summary"]["mean_monthly_auroc"]
     assert meta["mean_monthly_auroc_closed_loop"] == pytest.approx(means["closed_loop"])
     assert meta["plot"].startswith("![policy backtest](data:image/png;base64,")
+    recal = doc["recalibration"]  # the recalibration study covers exactly the served events
+    assert sum(m["rows"] for m in recal["months"]) == doc["events"]
+    for kind, verdict in recal["verdicts"].items():
+        assert meta[f"recalibration_{kind}_qualifies"] == verdict["qualifies"]
+
+
+def _synthetic_served(offset: float, months: int = 3, per_day: int = 400):
+    """Served events over `months` months of 2013: labels drawn from p_true; served p is
+    sigmoid(logit(p_true) - offset)."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    days = [date(2013, 1, 1) + timedelta(days=i) for i in range((date(2013, 1, 1).replace(month=months + 1)
+                                                                - date(2013, 1, 1)).days)]
+    partition = [d for d in days for _ in range(per_day)]
+    z = rng.normal(-1.0, 1.2, len(partition))
+    y = rng.random(len(partition)) < 1 / (1 + np.exp(-z))
+    served = pl.DataFrame({PARTITION: partition, LABEL: y})
+    return served, 1 / (1 + np.exp(-(z - offset)))
+
+
+def test_recalibration_is_fitted_only_on_labels_known_before_the_month_and_repairs_a_base_rate_shift(spec):
+    from ml_assets.monitoring import recalibration as rc
+
+    served, prob = _synthetic_served(offset=1.0)
+    out = rc.study(spec, served, prob, fit_partitions=14, bins=10)
+    months = out["months"]
+    assert [m["month"] for m in months] == ["2013-01", "2013-02", "2013-03"]
+    for m in months:  # point in time: the fit ends at the month's first day minus the label delay
+        first = date.fromisoformat(m["month"] + "-01")
+        assert date.fromisoformat(m["fit_partitions"][1]) == spec.shift(first, -spec.label_delay) < first
+        assert (date.fromisoformat(m["fit_partitions"][1]) - date.fromisoformat(m["fit_partitions"][0])).days == 13
+    assert months[0]["fit_rows"] == 0 and months[0]["ece_intercept"] is None  # nothing served before January
+    for m in months[1:]:
+        assert m["fit_rows"] == 14 * 400
+        assert m["intercept_map"]["b"] == pytest.approx(1.0, abs=0.15)  # the shift, recovered
+        assert m["ece_intercept"] < m["ece_served"] / 2
+    assert out["verdicts"]["intercept"] == {**out["verdicts"]["intercept"], "months_better": 2, "months": 2,
+                                            "qualifies": True}
+    assert rc.study(spec, served, prob, 14, 10) == out  # deterministic
+
+
+def test_recalibration_of_calibrated_scores_is_close_to_the_identity(spec):
+    from ml_assets.monitoring import recalibration as rc
+
+    served, prob = _synthetic_served(offset=0.0)
+    for m in rc.study(spec, served, prob, fit_partitions=14, bins=10)["months"][1:]:
+        assert m["platt_map"]["a"] == pytest.approx(1.0, abs=0.1) and m["platt_map"]["b"] == pytest.approx(0, abs=0.1)
+        assert m["intercept_map"]["b"] == pytest.approx(0.0, abs=0.1)

@@ -93,6 +93,10 @@ def build_backtest_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         }
         rows = bt.monthly(served, scores, candidates)
         summary = bt.summarize(rows)
+        from ml_assets.monitoring import recalibration
+
+        recal = recalibration.study(spec, served, scores["closed_loop"].numpy(), int(spec.monitoring.retrain_eval),
+                                    spec.evaluation.calibration_bins)
         inputs = {keys.predictions.to_user_string(): pred_receipts, keys.features.to_user_string(): feature_receipts,
                   keys.labels.to_user_string(): label_receipts}
         from sensors.policy import partition_runs
@@ -103,7 +107,7 @@ def build_backtest_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
                     "frozen_promotion": {"storage_id": promotions[0].storage_id, "run_id": promotions[0].run_id,
                                          "decision_partition": decided_at},
                     "first_decision_partition": first_decision.isoformat(), "blind_every_partitions": every,
-                    "blind_models": blind, "months": rows, "summary": summary,
+                    "blind_models": blind, "months": rows, "summary": summary, "recalibration": recal,
                     "input_receipts": compact(inputs)}
         stored = lakehouse.write_content_addressed(lakehouse.uri(spec.name, "policy_backtest"),
                                                    json.dumps(document, indent=2, sort_keys=True).encode(), "json")
@@ -122,6 +126,9 @@ def build_backtest_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
                 "frozen_version": frozen_version,
                 "blind_models": len(blind),
                 "monthly_auroc": dg.MetadataValue.md(markdown_table(rows, list(bt.COLUMNS))),
+                "recalibration_monthly_ece": dg.MetadataValue.md(markdown_table(recal["months"], [
+                    "month", "rows", "fit_rows", "ece_served", *(f"ece_{k}" for k in recalibration.MAPS)])),
+                **{f"recalibration_{k}_qualifies": v["qualifies"] for k, v in recal["verdicts"].items()},
                 "plot": dg.MetadataValue.md(png_markdown(png, "policy backtest")),
                 "uri": dg.MetadataValue.path(stored.uri), "sha256": stored.sha256,
                 "plot_uri": dg.MetadataValue.path(plot.uri), "plot_sha256": plot.sha256,

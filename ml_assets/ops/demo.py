@@ -69,6 +69,14 @@ def print_backtest(platform: Platform, spec: UseCaseSpec, run) -> None:
     print(f"Closed loop >= frozen in {s['closed_loop_at_least_frozen_months']} of {s['months']} months"
           f" (below in: {', '.join(s['months_below_frozen']) or 'none'}); >= blind periodic in "
           f"{s['closed_loop_at_least_blind_months']} of {s['months']}.")
+    recal = document.get("recalibration")
+    if recal:
+        verdicts = "; ".join(f"{kind}: lower ECE in {v['months_better']} of {v['months']} months, mean ECE "
+                             f"{v['mean_ece_served']} -> {v['mean_ece_recalibrated']}, "
+                             f"{'qualifies' if v['qualifies'] else 'does not qualify'}"
+                             for kind, v in recal["verdicts"].items())
+        print(f"Recalibration study (maps fitted on the {recal['fit_partitions']} labelled partitions before each "
+              f"month, applied to the month): {verdicts}. The platform serves the models' own probabilities.")
     print(f"Stored: {meta['uri']} (plot: {meta['plot_uri']}; in the UI: asset {key.to_user_string()})")
 
 
