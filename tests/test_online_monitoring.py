@@ -229,6 +229,10 @@ def test_mlp_trace_finds_an_online_only_prediction_to_its_weights_decision_and_t
     t = trace(ledger_of(materialized, spec), pid)
     assert t.verified and t.source == "online" and [r["source"] for r in t.records] == ["online"], render(t)
     assert t.records[0]["request_id"] == "online-mon-unseen"
+    # The service logged which serving state and which pointer answered: the trace follows them, not a guess.
+    assert t.records[0]["state_partition"] and t.records[0]["state_storage_id"] is not None
+    state = next(h for h in t.hops if h.kind == "serving_state")
+    assert state.verified and "not recorded" not in state.detail, state
     kinds = {h.kind for h in t.hops}
     assert {"prediction", "online_predictions", "model", "online_pointer", "change", "decision", "training_set",
             "serving_state"} <= kinds, kinds

@@ -296,6 +296,7 @@ class Service:
         event_of_row: dict[int, tuple[int, int]] = {}  # row -> (features frame, row in it)
         frames: list[pl.DataFrame] = []
         state_of: list[str] = []  # the serving state partition each frame was computed with
+        state_ids: list[int | None] = []  # ... and the storage id of its materialization
         groups: dict[date, list[int]] = {}
         for r, partition in enumerate(partitions):
             if partition is not None and owner[r] not in failed:
@@ -318,6 +319,7 @@ class Service:
                 event_of_row[r] = (len(frames), k)
             frames.append(feats)
             state_of.append(state.partition)
+            state_ids.append(state.storage_id)
         scored = [self._forward(snapshot, f) for f in frames]
         scored_at, log_rows = now_iso(), []
         for i, item in enumerate(batch):
@@ -337,7 +339,8 @@ class Service:
                 log_rows.append({"event_id": event_id, "partition_date": partition, "prediction_id": pid,
                                  "model_version": snapshot.version, "probability": probability,
                                  "predicted_positive": decision, "source": SOURCE, "request_id": item.request_id,
-                                 "scored_at": scored_at})
+                                 "scored_at": scored_at, "state_partition": state_of[f],
+                                 "state_storage_id": state_ids[f], "pointer_sequence": snapshot.pointer.sequence})
             item.result = {"request_id": item.request_id, "model_version": snapshot.version,
                            "pointer_sequence": snapshot.pointer.sequence, "threshold": snapshot.threshold,
                            "predictions": out}
