@@ -83,14 +83,15 @@ def _serving_state(spec: UseCaseSpec) -> dg.AssetsDefinition:
                 inputs[keys.labels.to_user_string()] = {k: label_receipts[k].storage_id for k in window
                                                         if k in label_receipts}
             frames = build_state(spec, p, part_labels, lookups)
+            # Content-addressed, never overwritten: an online answer logs the materialization that served it,
+            # and a rebuilt state must not change the bytes an auditor later verifies for that answer.
+            folder = lakehouse.uri(spec.name, keys.serving_state.path[-1], f"date={pkey}")
             files = []
             for relation, frame in frames.items():
-                receipt = lakehouse.write_parquet(lakehouse.uri(spec.name, keys.serving_state.path[-1],
-                                                                f"date={pkey}", f"{relation}.parquet"), frame)
+                receipt = lakehouse.write_content_addressed(folder, lakehouse.parquet_bytes(frame), "parquet")
                 files.append(StateFile(relation, receipt.uri, receipt.sha256, frame.height))
             manifest = StateManifest(spec.name, pkey, tuple(files), feature_sql_sha256(spec))
-            manifest_uri = lakehouse.partition_uri(spec.name, keys.serving_state.path[-1], pkey, "json")
-            stored = lakehouse.write_bytes(manifest_uri, manifest.to_json())
+            stored = lakehouse.write_content_addressed(folder, manifest.to_json(), "json")
             shas[pkey] = stored.sha256
             context.add_asset_metadata({
                 "uri": dg.MetadataValue.path(stored.uri), "sha256": stored.sha256,
