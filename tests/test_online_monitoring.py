@@ -170,6 +170,8 @@ def test_drift_scores_everything_served_each_event_once_and_each_source_alone(on
     assert sources["combined"] == {"rows": batch.height + new, "from_online": once.height, "judged": True}
     other = latest_record(materialized, keys.drift_report, OTHER_DAY.isoformat())  # its window ends before DAY
     assert other["prediction_files"]["online"] == "none" and other["prediction_sources"]["online"] == "none"
+    # Without online rows batch alone is everything served: its score is the judged one, not a second profile.
+    assert other["prediction_sources"]["batch"]["hellinger"] == other["columns"]["probability"]["score"]
 
 
 def test_a_flipped_byte_in_the_online_file_fails_monitoring_naming_asset_partition_file_and_both_hashes(

@@ -185,16 +185,17 @@ def _drift_report(spec: UseCaseSpec) -> dg.AssetsDefinition:
         combined = pl.concat([preds.select(cols).with_columns(pl.lit(BATCH).alias("_source")),
                               online.with_columns(pl.lit(ONLINE).alias("_source"))], how="vertical_relaxed") \
             .unique(subset=[compute.EVENT_ID, "model_version"], keep="last", maintain_order=True)
-        by_source = {BATCH: preds, ONLINE: online, "combined": combined}
+        by_source = {BATCH: preds, ONLINE: online}
         views: dict[date, Any] = {}
-        source_views: dict[str, dict[date, Any]] = {BATCH: {}, ONLINE: {}}
         for pkey, receipt in profile_receipts.items():
             view = wp.deserialize(lineage.verify_recorded(lakehouse, receipt))
             part = combined.filter(pl.col(compute.PARTITION) == date.fromisoformat(pkey))
             if part.height:  # stored feature profiles + this partition's prediction column
                 view = view.merge(wp.profile_frame(part.select(PREDICTION_COLUMN), [PREDICTION_COLUMN], []))
             views[date.fromisoformat(pkey)] = view
-        for source in (BATCH, ONLINE):
+        # Each source's score alone is evidence only; without online rows it is the judged score, profiled once.
+        source_views: dict[str, dict[date, Any]] = {BATCH: {}, ONLINE: {}}
+        for source in (BATCH, ONLINE) if online.height else ():
             for (day,), group in by_source[source].group_by([compute.PARTITION]):
                 source_views[source][day] = wp.profile_frame(group.select(PREDICTION_COLUMN), [PREDICTION_COLUMN],
                                                              [])
@@ -227,12 +228,17 @@ def _drift_report(spec: UseCaseSpec) -> dg.AssetsDefinition:
             in_window = [d for d in spec.partition_range(spec.shift(p, -(window - 1)), p)]
             prediction_sources = {}
             for source in (BATCH, ONLINE):
-                got = [source_views[source][d] for d in in_window if d in source_views[source]]
                 frame = by_source[source].filter(pl.col(compute.PARTITION).is_in(in_window))
-                score = _window_scores(spec, reference, got, [PREDICTION_COLUMN]).get(PREDICTION_COLUMN) \
-                    if got else None
-                prediction_sources[source] = {"rows": frame.height, "partitions": len(got), **(score or {})} \
-                    if got else NONE
+                days = frame.get_column(compute.PARTITION).n_unique()
+                if not frame.height:
+                    prediction_sources[source] = NONE
+                    continue
+                if online.height:
+                    got = [source_views[source][d] for d in in_window if d in source_views[source]]
+                    score = _window_scores(spec, reference, got, [PREDICTION_COLUMN]).get(PREDICTION_COLUMN, {})
+                else:  # batch alone is everything served: its score is the judged one
+                    score = scored.get(p, {}).get(PREDICTION_COLUMN, {})
+                prediction_sources[source] = {"rows": frame.height, "partitions": days, **score}
             mine = combined.filter(pl.col(compute.PARTITION).is_in(in_window))
             prediction_sources["combined"] = {"rows": mine.height, "from_online": int(
                 (mine.get_column("_source") == ONLINE).sum()), "judged": True}
