@@ -247,3 +247,22 @@ def test_mlp_trace_finds_an_online_only_prediction_to_its_weights_decision_and_t
     assert out.returncode == 0, out.stdout + out.stderr
     assert "source=online" in out.stdout and "request_id=online-mon-unseen" in out.stdout
     assert "do NOT" not in out.stdout
+
+
+def test_an_answer_logged_without_its_provenance_is_traced_as_not_recorded_never_guessed(
+        online_world, materialized, spec):
+    """A log row without pointer sequence or serving-state id (a service that did not log them): the trace
+    says so at those hops instead of inferring a pointer or a state from timestamps."""
+    from ml_assets.audit.trace import _online_pointer, _state_hop, find_online
+
+    ledger = ledger_of(materialized, spec)
+    (m, row), *_ = find_online(ledger, online_world["unseen"]["prediction_id"])[0]
+    bare = {**row, "pointer_sequence": None, "state_partition": None, "state_storage_id": None}
+    pointer, chosen = _online_pointer(ledger, row["model_version"], bare)
+    state, found = _state_hop(ledger, m, bare)
+    assert chosen is None and found is None
+    for hop in (pointer, state):
+        assert hop.verified is None and hop.uri is None and "did not record" in hop.detail, hop
+    wrong = {**row, "pointer_sequence": 10_000}  # a sequence no pointer has: not verified, named
+    assert _online_pointer(ledger, row["model_version"], wrong)[0].verified is False
+    assert _online_pointer(ledger, row["model_version"], row)[0].verified  # the recorded one verifies

@@ -10,8 +10,8 @@ Online predictions are traced too: an id is looked up in batch `predictions` and
 `online_predictions` (read verified). Batch and online ids coincide when both paths scored an event
 with the same version; the trace then lists every record with its source (and, online, request_id and
 scored_at), follows the batch one to the raw bytes, and adds for each online answer its landed file,
-the production pointer in force at scored_at and the serving_state materialization it was scored with
-(when the log recorded it: `state_partition` / `state_storage_id`; "not recorded" otherwise). An online
+the production pointer and the serving_state materialization it was scored with, as the log recorded
+them (`pointer_sequence`, `state_storage_id`; "not recorded" for a row written without them, never a guess). An online
 answer with no batch record is traced through the version's weights, decision and training set, and
 the serving state's inputs.
 """
@@ -183,8 +183,8 @@ NOT_RECORDED = "not recorded"
 
 def _online_hops(ledger: Ledger, online: list[tuple[Materialization, dict[str, Any]]], with_model: bool
                  ) -> list[Hop]:
-    """Per online answer: its row, its landed file (once), the pointer in force at scored_at and the
-    serving state it was scored with. `with_model`: also the version's weights and the change and
+    """Per online answer: its row, its landed file (once), the pointer and the serving state it was
+    scored with. `with_model`: also the version's weights and the change and
     decision behind its pointer (when no batch record already traced them)."""
     hops: list[Hop] = []
     files: set[int] = set()
@@ -217,15 +217,6 @@ def _online_hops(ledger: Ledger, online: list[tuple[Materialization, dict[str, A
     return hops
 
 
-def _scored_at(row: dict[str, Any]) -> float | None:
-    from datetime import datetime
-
-    try:
-        return datetime.fromisoformat(str(row.get("scored_at"))).timestamp()
-    except ValueError:
-        return None
-
-
 def _weights_hop(ledger: Ledger, version: str) -> Hop:
     """The version's weights, verified against the sha256 its training run registered."""
     uri, sha = None, None
@@ -240,33 +231,21 @@ def _weights_hop(ledger: Ledger, version: str) -> Hop:
 
 
 def _online_pointer(ledger: Ledger, version: str, row: dict[str, Any]) -> tuple[Hop, Materialization | None]:
-    """The production pointer behind an online answer: the one whose sequence the log recorded, else the
-    newest that named the version at or before scored_at (the service swaps after a poll and keeps the
-    old snapshot for a grace period, so a newer pointer may already have been in force)."""
+    """The production pointer behind an online answer: the one whose sequence the log recorded."""
     title = "production pointer (online answer)"
-    pointers = ledger.all(ledger.keys.production_model)
     sequence = row.get("pointer_sequence")
-    at = _scored_at(row)
-    if sequence is not None:
-        chosen = next((p for p in pointers if p.metadata.get("sequence") == sequence), None)
-        how = f"the sequence the log recorded ({sequence})"
-    else:
-        before = [p for p in pointers if at is not None and p.timestamp <= at]
-        chosen = next((p for p in reversed(before) if p.metadata.get("model_version") == version), None)
-        how = "the newest pointer naming this version at scored_at (the log does not record the sequence)"
-        if chosen is not None and before[-1] is not chosen:
-            newer = before[-1].metadata
-            how += (f"; pointer sequence {newer.get('sequence')} ({newer.get('model_version')}) was newer: answered "
-                    "within the swap's grace period")
+    ids = {"model_version": version, "scored_at": row.get("scored_at"), "pointer_sequence": sequence}
+    if sequence is None:
+        return Hop(kind="online_pointer", title=title, ids=ids,
+                   detail="the online log did not record the pointer sequence (written by a service that does not "
+                   "log it)"), None
+    chosen = next((p for p in ledger.all(ledger.keys.production_model) if p.metadata.get("sequence") == sequence),
+                  None)
     if chosen is None or chosen.metadata.get("model_version") != version:
-        return Hop(kind="online_pointer", title=title, ids={"model_version": version, "scored_at": row.get("scored_at"),
-                                                            "pointer_sequence": sequence},
-                   verified=False, detail=f"no production pointer put {version} in production before this answer"
-                   ), None
-    hop = ledger.file_hop("online_pointer", title, chosen, "pointer_uri", "pointer_sha256",
-                          sequence=chosen.metadata.get("sequence"), model_version=version,
-                          weights_sha256=chosen.metadata.get("weights_sha256"))
-    return hop.model_copy(update={"detail": (hop.detail + " " + how).strip()}), chosen
+        return Hop(kind="online_pointer", title=title, ids=ids, verified=False,
+                   detail=f"no recorded production pointer with sequence {sequence} put {version} in production"), None
+    return ledger.file_hop("online_pointer", title, chosen, "pointer_uri", "pointer_sha256", sequence=sequence,
+                           model_version=version, weights_sha256=chosen.metadata.get("weights_sha256")), chosen
 
 
 def _state_hop(ledger: Ledger, m: Materialization, row: dict[str, Any]) -> tuple[Hop, Materialization | None]:
@@ -280,19 +259,9 @@ def _state_hop(ledger: Ledger, m: Materialization, row: dict[str, Any]) -> tuple
             return Hop(kind="serving_state", title=title, ids={"storage_id": storage_id}, verified=False,
                        detail="the instance holds no such materialization"), None
         return ledger.file_hop("serving_state", title, found), found
-    if state:
-        at = _scored_at(row)
-        found = next((s for s in reversed(ledger.all(key)) if s.partition == state and at is not None
-                      and s.timestamp <= at), None)
-        if found is None:
-            return Hop(kind="serving_state", title=title, verified=False,
-                       detail=f"no materialization of partition {state} precedes scored_at"), None
-        hop = ledger.file_hop("serving_state", title, found)
-        return hop.model_copy(update={"detail": (hop.detail + " the newest materialization at scored_at (the log "
-                                                 "records the partition, not the storage id)").strip()}), found
     return Hop(kind="serving_state", title=f"{key.to_user_string()} (scored with)", ids={"partition": m.partition},
-               detail="the online log did not record the serving state (state_partition / state_storage_id are "
-               "null: written by a service that does not log them)"), None
+               detail="the online log did not record the serving state (state_storage_id is null: written by a "
+               "service that does not log it)"), None
 
 
 def _state_input_hops(ledger: Ledger, online: list[tuple[Materialization, dict[str, Any]]]) -> list[Hop]:
