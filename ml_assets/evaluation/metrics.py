@@ -18,14 +18,16 @@ def clean(value: float) -> float | None:
     return None if value != value else value
 
 
+def calibration_error(prob: torch.Tensor, target: torch.Tensor, bins: int) -> float:
+    """Expected calibration error: L1 over `bins` equal-width probability bins (every report uses this)."""
+    from torchmetrics.functional.classification import binary_calibration_error
+
+    return float(binary_calibration_error(prob, target.long(), n_bins=bins, norm="l1"))
+
+
 def binary_metrics(prob: torch.Tensor, y: torch.Tensor, threshold: float, bins: int) -> dict[str, float | None]:
     import torch
-    from torchmetrics.functional.classification import (
-        binary_auroc,
-        binary_average_precision,
-        binary_calibration_error,
-        binary_f1_score,
-    )
+    from torchmetrics.functional.classification import binary_auroc, binary_average_precision, binary_f1_score
 
     target = y.long()
     if not len(target):
@@ -38,7 +40,7 @@ def binary_metrics(prob: torch.Tensor, y: torch.Tensor, threshold: float, bins: 
         "average_precision": None if single_class else float(binary_average_precision(prob, target)),
         "f1": float(binary_f1_score(prob, target, threshold=threshold)),
         "brier": float(torch.mean((prob - target.float()) ** 2)),
-        "ece": float(binary_calibration_error(prob, target, n_bins=bins, norm="l1")),
+        "ece": calibration_error(prob, target, bins),
     }
 
 

@@ -20,6 +20,7 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from ml_assets.features import compute
+from ml_assets.spec import UseCaseSpec
 
 if TYPE_CHECKING:
     import numpy as np
@@ -65,17 +66,17 @@ def apply_map(p: np.ndarray, a: float, b: float) -> np.ndarray:
 
 
 def ece(p: np.ndarray, y: np.ndarray, bins: int) -> float | None:
-    """Expected calibration error, L1 over equal-width bins (torchmetrics, as the evaluation report)."""
+    """The evaluation report's ECE (`metrics.calibration_error`); None for no rows."""
     import torch
-    from torchmetrics.functional.classification import binary_calibration_error
+
+    from ml_assets.evaluation.metrics import calibration_error
 
     if len(y) == 0:
         return None
-    return float(binary_calibration_error(torch.as_tensor(p, dtype=torch.float32),
-                                          torch.as_tensor(y).long(), n_bins=bins, norm="l1"))
+    return calibration_error(torch.as_tensor(p, dtype=torch.float32), torch.as_tensor(y), bins)
 
 
-def study(spec: Any, served: pl.DataFrame, probability: np.ndarray, fit_partitions: int, bins: int,
+def study(spec: UseCaseSpec, served: pl.DataFrame, probability: np.ndarray, fit_partitions: int, bins: int,
           adopt_share: float = 2 / 3) -> dict[str, Any]:
     """`served`: the served, labelled events (partition and label columns); `probability`: what was served."""
     import numpy as np
