@@ -124,6 +124,10 @@ def test_realized_performance_names_the_online_file_and_counts_exactly_its_rows(
     assert meta["input_receipts"].value[keys.online_predictions.to_user_string()] == {
         DAY.isoformat(): receipt.storage_id}
     assert receipt.uri in meta["online"].value
+    # The UI copy says what the record says (floats as the UI rounds them).
+    assert (meta["online_predictions"].value, meta["online_rows"].value) == (landed.height, labelled.height)
+    assert meta["online_versions"].value == version
+    assert meta["online_auroc"].value == pytest.approx(figures["auroc"], abs=1e-4)
     # A partition never served online: absent, and the record says so.
     other = latest_record(materialized, keys.realized_performance, OTHER_DAY.isoformat())
     assert other["online"] == "none" and other["sources"]["online"] is None and other["auroc"] is not None
@@ -150,7 +154,17 @@ def test_model_health_judges_batch_and_reports_online_per_version_with_the_skew(
     both = once.join(online_world["batch"], on=["event_id", "model_version"], how="inner")
     assert online["skew"]["events"] == both.height == once.height - 1  # all but the unseen event
     assert online["skew"]["max_abs_difference"] <= 1e-6
+    meta = _metadata(materialized, keys.model_health, DAY.isoformat())
+    assert (meta["online_predictions"], meta["online_distinct"]) == (online["file"]["predictions"], once.height)
+    assert meta["judged_source"] == "batch" and meta["online_skew_max"] <= 1e-6
+    assert meta["online_realized_auroc"] == pytest.approx(figures["realized"]["auroc"], abs=1e-4)
     assert latest_record(materialized, keys.model_health, OTHER_DAY.isoformat())["online"] == "none"
+
+
+def _metadata(materialized, key, partition: str) -> dict:
+    record = materialized.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1, ascending=False).records[0]
+    return {k: v.value for k, v in record.asset_materialization.metadata.items()}
 
 
 def test_drift_scores_everything_served_each_event_once_and_each_source_alone(online_world, materialized, spec):
