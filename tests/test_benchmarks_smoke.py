@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks import run
 
 SECTIONS = ("features", "integrity", "profiling", "training")
@@ -27,7 +29,10 @@ def test_tiny_benchmark_writes_json_and_markdown(tmp_path):
         assert impl["peak_mem_bytes"]["n"] == impl["seconds"]["n"] >= 1
     assert scale["agreement"]["pandas"]["agrees"]
 
-    assert results["integrity"]["files"] >= 1 and "verify_overhead" in results["integrity"]
+    integrity = results["integrity"]
+    assert integrity["files"] >= 1 and "verify_overhead" in integrity
+    assert integrity["sha256_mb_per_s"] > 0 and integrity["parse_mb_per_s"] > 0
+    assert integrity["hash_share_of_parse"] == pytest.approx(integrity["parse_mb_per_s"] / integrity["sha256_mb_per_s"])
     assert results["profiling"]["naive_agrees"]
     assert {"platform_per_day", "naive_per_day", "floor_per_day"} <= results["profiling"]["variants"].keys()
     assert {"train_model", "batch_loop", "limit_dense", "dataloader"} == results["training"]["training"].keys()

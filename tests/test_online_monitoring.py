@@ -127,6 +127,8 @@ def test_realized_performance_names_the_online_file_and_counts_exactly_its_rows(
     # The UI copy says what the record says (floats as the UI rounds them).
     assert (meta["online_predictions"].value, meta["online_rows"].value) == (landed.height, labelled.height)
     assert meta["online_versions"].value == version
+    landing = _metadata(materialized, keys.online_predictions, DAY.isoformat())
+    assert landing["rows_without_state_provenance"] == 0  # the service logs every answer's provenance
     assert meta["online_auroc"].value == pytest.approx(figures["auroc"], abs=1e-4)
     # A partition never served online: absent, and the record says so.
     other = latest_record(materialized, keys.realized_performance, OTHER_DAY.isoformat())
