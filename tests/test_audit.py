@@ -226,6 +226,10 @@ def test_versions_status_and_show_tell_the_recorded_history(history, spec):
     assert sorted(realized) == ["2013-02-08", "2013-02-09", "2013-02-10"]
     assert s["health"]["realized_auroc"] == pytest.approx(sum(realized.values()) / 3)
     assert s["health"]["window"] == "2013-02-08..2013-02-10"
+    narrow = spec.model_copy(update={"monitoring": spec.monitoring.model_copy(update={"health_window": 2})})
+    h = status(ledger, narrow)["health"]  # the use case's window, not a number in code
+    assert h["partitions"] == 2 and h["window"] == "2013-02-09..2013-02-10"
+    assert h["realized_auroc"] == pytest.approx((realized["2013-02-09"] + realized["2013-02-10"]) / 2)
     drift = ledger.latest(ledger.keys.drift_report)
     assert s["drift"]["partition"] == drift.partition == "2013-02-10"
     assert s["drift"]["drifted_share"] == drift.metadata["drifted_share"]

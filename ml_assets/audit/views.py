@@ -163,17 +163,14 @@ def status(ledger: Ledger, spec: Any) -> dict[str, Any]:
     return out
 
 
-HEALTH_PARTITIONS = 7
-
-
 def _health(ledger: Ledger, spec: Any, version: str | None) -> dict[str, Any]:
-    """Realized AUROC of the serving version over its newest HEALTH_PARTITIONS labelled partitions (not
-    the drift window: drift scores single partitions by default, one partition's AUROC is noise)."""
+    """Mean realized AUROC of the serving version over its newest `monitoring.health_window` labelled
+    partitions (not the drift window: drift scores single partitions by default, one partition's AUROC is noise)."""
     newest: dict[str, Materialization] = {}
     for m in ledger.all(ledger.keys.realized_performance):
         if m.partition:
             newest[m.partition] = m
-    window = HEALTH_PARTITIONS
+    window = int(spec.monitoring.health_window)
     mine = [newest[p] for p in sorted(newest) if newest[p].metadata.get("model_version") == version][-window:]
     values = [float(m.metadata["auroc"]) for m in mine if isinstance(m.metadata.get("auroc"), int | float)]
     if not values:

@@ -316,6 +316,9 @@ class MonitoringSpec(Section):
                                              "version and scope: overall or one slice value) before the check "
                                              "warns and a retrain is requested.")
     performance_error_partitions: int = Field(6, ge=1, description="... before the check errors.")
+    health_window: Span = Field(7, description="`mlp status` reports the serving version's realized AUROC as the "
+                                "mean over its newest this many labelled partitions (one partition's AUROC is "
+                                "noise; the drift window is about single partitions).")
     performance_use_estimate: bool = Field(False, description="Partitions whose labels are not known yet in data "
                                            "time count with their estimated (CBPE) AUROC; false: realized only.")
 
@@ -458,7 +461,8 @@ def _spans(data: dict[str, Any]):
     if (training := section("training")) is not None and "validation" in training:
         yield slot(training, "validation", "training.validation")
     if (monitoring := section("monitoring")) is not None:
-        for key in ("window", "max_model_age", "cooldown", "retrain_window", "retrain_eval", "backtest_every"):
+        for key in ("window", "max_model_age", "cooldown", "retrain_window", "retrain_eval", "backtest_every",
+                    "health_window"):
             if key in monitoring:
                 yield slot(monitoring, key, f"monitoring.{key}")
     if (promotion := section("promotion")) is not None and promotion.get("expired_model_age") is not None:
