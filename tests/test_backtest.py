@@ -86,6 +86,7 @@ def backtested(tmp_path_factory, spec):
         assert platform.train(short, train_start="2013-01-01", train_end="2013-01-31", eval_start="2013-02-01",
                               eval_end="2013-02-07").success
         assert platform.score(short, "2013-02-01", "2013-02-14").success
+        assert platform.daily(short, "2013-02-12", "2013-02-14").success  # model health for the monitoring plot
         from ml_assets.keys import UseCaseJobs
 
         runs = [platform.run(UseCaseJobs(short.name).backtest) for _ in range(2)]
@@ -126,6 +127,17 @@ def test_backtest_records_what_was_served_and_reruns_identically(backtested):
     means = doc["summary"]["mean_monthly_auroc"]
     assert meta["mean_monthly_auroc_closed_loop"] == pytest.approx(means["closed_loop"])
     assert meta["plot"].startswith("![policy backtest](data:image/png;base64,")
+    # The monitoring plot shows every scored partition with a model-health record, and its bytes verify.
+    from ml_assets.keys import UseCaseKeys
+    from ml_assets.lineage import recorded_partitions
+
+    scored = [d.isoformat() for d in short.partition_range("2013-02-01", "2013-02-14")]
+    with_health = recorded_partitions(platform.instance, UseCaseKeys(short.name).model_health, scored)
+    assert sorted(with_health) == ["2013-02-12", "2013-02-13", "2013-02-14"]
+    assert meta["monitoring_partitions_plotted"] == len(with_health)
+    png = platform.defs.resources["lakehouse"].read_bytes(meta["monitoring_plot_uri"], meta["monitoring_plot_sha256"],
+                                                          what="monitoring plot")
+    assert png.startswith(b"\x89PNG") and meta["monitoring_plot"].startswith("![realized AUROC by partition](data:")
     recal = doc["recalibration"]  # the recalibration study covers exactly the served events
     assert sum(m["rows"] for m in recal["months"]) == doc["events"]
     for kind, verdict in recal["verdicts"].items():
