@@ -43,6 +43,8 @@ def served(materialized, spec):
                                        [DAY])
     with TestClient(app) as client:
         yield client, app, events
+    # Shutdown closes every loaded state's DuckDB connection (none is left to the interpreter's exit).
+    assert app.state.service.states.loaded() == []
 
 
 @pytest.mark.integration

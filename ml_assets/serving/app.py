@@ -93,6 +93,13 @@ class StateCache:
     def loaded(self) -> list[str]:
         return sorted(self._states)
 
+    def close(self) -> None:
+        """Close every loaded state's connection (at shutdown, when no batch is scoring)."""
+        with self._lock:
+            states, self._states = list(self._states.values()), {}
+        for state in states:
+            state.close()
+
     def refresh(self) -> None:
         """Reload loaded partitions whose newest materialization changed."""
         from ml_assets import lineage
@@ -184,6 +191,9 @@ class Service:
         if self._flusher is not None:
             self._flusher.stop()
         self._executor.shutdown(wait=True)
+        if self._state_thread is not None:
+            self._state_thread.join(timeout=self.config.poll_seconds + 5)
+        self.states.close()  # after the scoring thread and the state watcher are done with them
 
     def ready(self) -> tuple[bool, str]:
         snapshot, why = self.watcher.current()
