@@ -227,8 +227,9 @@ def test_long_sql_lives_in_files_beside_the_yaml(tmp_path):
 @pytest.mark.parametrize(("override", "reason"), [
     ({"drift_alarm_exceedances": 4, "drift_alarm_partitions": 3}, "no column could ever fire"),
     ({"performance_warn_partitions": 5, "performance_error_partitions": 4}, "fewer than"),
+    ({"health_window": 0}, "health_window .0. must be at least one partition"),
 ])
-def test_monitoring_rules_that_could_never_fire_fail_at_load(override, reason):
+def test_monitoring_settings_that_could_never_work_fail_at_load(override, reason):
     from ml_assets.spec.model import MonitoringSpec
 
     with pytest.raises(ValueError, match=reason):
