@@ -331,8 +331,7 @@ class MonitoringSpec(Section):
             raise ValueError(f"performance_error_partitions ({self.performance_error_partitions}) is fewer than "
                              f"performance_warn_partitions ({self.performance_warn_partitions})")
         if isinstance(self.health_window, int) and self.health_window < 1:
-            raise ValueError(f"health_window ({self.health_window}) must be at least one partition: "
-                             "an empty window would average nothing")
+            raise ValueError(f"health_window ({self.health_window}) must be at least one partition")
         return self
 
 
