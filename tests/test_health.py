@@ -301,6 +301,13 @@ def test_concept_shift_is_detected_through_realized_performance_within_label_del
     request = next(d for day, d in ticks if day == fired[0]).run_requests[0]
     evidence = json.loads(request.tags[EVIDENCE_TAG])
     assert check.metadata["below_partitions"].value == ", ".join(evidence["below_partitions"])
+    # Its full-precision evidence is the rule's own arithmetic, row by row.
+    rows = check.metadata["evidence_records"].value
+    assert [r["partition"] for r in rows] == evidence["below_partitions"]
+    for r in rows:
+        assert r["gap"] == r["auroc"] - r["promised_auroc"]
+        assert r["below"] and r["gap_upper"] < -spec.monitoring.performance_margin
+        assert r["gap_upper"] >= r["gap"]  # an upper confidence bound
     # The unshifted runs' checks passed.
     (ok,) = [e for e in shifted_world["unshifted"].get_asset_check_evaluations() if e.check_name == PERFORMANCE_CHECK]
     assert ok.passed

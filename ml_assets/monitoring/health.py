@@ -110,6 +110,7 @@ class Judged:
     below: bool  # gap_upper < -margin
 
     def evidence(self) -> dict[str, Any]:
+        """Rounded for the check's table (a reader's view); `asdict` is the full-precision record."""
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
 
 

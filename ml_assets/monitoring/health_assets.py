@@ -15,6 +15,7 @@ are evidence, not judged, so no event is counted twice and the rule's Bonferroni
 """
 
 import json
+from dataclasses import asdict
 from datetime import date
 from typing import Any
 
@@ -201,6 +202,7 @@ def _model_health(spec: UseCaseSpec) -> dg.AssetsDefinition:
                       "below_partitions": ", ".join(j.partition for j in streak) or "-",
                       "scope": streak[0].scope if streak else "-",
                       "evidence": dg.MetadataValue.md(markdown_table(rows) if rows else "none"),
+                      "evidence_records": dg.MetadataValue.json([asdict(j) for j in streak]),  # full precision
                       "margin": mon.performance_margin, "confidence": mon.performance_confidence,
                       "warn_partitions": mon.performance_warn_partitions,
                       "error_partitions": mon.performance_error_partitions})
